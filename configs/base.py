@@ -1,0 +1,95 @@
+"""Spleen segmentation on the real AbdomenUS frames.
+
+Usage:
+  python -m spleen_jax.main --config configs/base.py --workdir runs/base \
+      --config.data.manual_dir=PATH_TO_ABDOMINAL_US
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+
+  config.data = ml_collections.ConfigDict()
+  # Folder that contains `abdominal_US/`, or `abdominal_US/` itself.
+  config.data.manual_dir = ""
+  # Where TFDS writes the prepared dataset; empty means ~/tensorflow_datasets.
+  config.data.tfds_data_dir = ""
+  # Organs to segment, in training class order after background.
+  config.data.classes = ("spleen",)
+  config.data.image_size = (256, 256)
+  # `zscore` (per frame) or `unit` (intensities / 255).
+  config.data.normalization = "zscore"
+  # Subjects per split. The shared frames have three annotated subjects and
+  # only `a` and `b` show a spleen, so `a` trains, `b` validates and `h` tests.
+  # An empty tuple draws that split by seeded fraction of the subjects instead;
+  # an empty train tuple takes every subject that is left.
+  config.data.train_subjects = ()
+  config.data.validation_subjects = ("b",)
+  config.data.test_subjects = ("h",)
+  config.data.validation_fraction = 0.2
+  config.data.test_fraction = 0.2
+  config.data.split_seed = 0
+
+  # Train-only augmentation; 0 turns a transform off.
+  config.augment = ml_collections.ConfigDict()
+  config.augment.enabled = True
+  config.augment.rotation_degrees = 15.0
+  config.augment.scale = 0.1
+  config.augment.translation = 0.05
+  config.augment.flip_probability = 0.3
+  config.augment.brightness = 0.1
+  config.augment.contrast = 0.2
+  config.augment.gamma = 0.2
+  config.augment.noise_std = 0.05
+
+  config.model = ml_collections.ConfigDict()
+  config.model.depth = 4
+  config.model.base_features = 16
+  # `batch`, `group` or `none`.
+  config.model.normalization = "batch"
+  config.model.num_groups = 8
+  config.model.dropout_rate = 0.1
+  # `pixel_shuffle` equals a 2x2 transposed convolution and trains faster on
+  # CPU than `transpose`; `resize` is bilinear up-sampling plus a convolution.
+  config.model.upsampling = "pixel_shuffle"
+
+  config.loss = ml_collections.ConfigDict()
+  config.loss.dice_weight = 1.0
+  config.loss.cross_entropy_weight = 1.0
+  # `batch` pools the soft Dice over the batch; `image` averages per frame.
+  config.loss.dice_reduction = "batch"
+  config.loss.dice_include_background = False
+  config.loss.dice_smooth = 1.0
+
+  config.train = ml_collections.ConfigDict()
+  config.train.batch_size = 8
+  config.train.num_steps = 400
+  # Stop this process after this many steps (0: no limit), for job queues
+  # with a time limit; the next run in the same workdir resumes.
+  config.train.max_steps_per_run = 0
+  config.train.learning_rate = 1e-3
+  # `constant` or `warmup_cosine`.
+  config.train.schedule = "warmup_cosine"
+  config.train.warmup_steps = 30
+  config.train.weight_decay = 0.0
+  # Clip gradients to this global norm; 0 turns clipping off.
+  config.train.gradient_clip_norm = 1.0
+  config.train.log_every_steps = 10
+  config.train.eval_every_steps = 25
+  config.train.keep_checkpoints = 2
+  # Early stopping and the best checkpoint follow this class's validation Dice.
+  config.train.target_class = "spleen"
+  # Validations without improvement before stopping; 0 turns it off.
+  config.train.early_stopping_patience = 8
+  config.train.early_stopping_min_delta = 0.001
+
+  config.eval = ml_collections.ConfigDict()
+  # `train`, `validation` or `test`.
+  config.eval.split = "test"
+  # Checkpoint step to evaluate; -1 takes the best one.
+  config.eval.step = -1
+  config.eval.batch_size = 8
+  return config

@@ -1,0 +1,17 @@
+"""A tiny model and a few steps on the real frames, for tests and CI."""
+
+from configs import base
+
+
+def get_config():
+  config = base.get_config()
+  config.data.image_size = (64, 64)
+  config.model.depth = 2
+  config.model.base_features = 4
+  config.train.batch_size = 4
+  config.train.num_steps = 20
+  config.train.warmup_steps = 2
+  config.train.log_every_steps = 5
+  config.train.eval_every_steps = 10
+  config.eval.batch_size = 4
+  return config

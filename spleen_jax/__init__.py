@@ -1,0 +1,1 @@
+"""Spleen segmentation and measurement in 2-D ultrasound with a Flax U-Net."""

@@ -1,0 +1,101 @@
+"""The config saved in a workdir, and the check that a new config fits it.
+
+Resuming is exact only if everything that shapes the model, the data stream
+and the optimizer is unchanged, so a workdir whose saved config differs in any
+other key than those in `COMPATIBLE_KEYS` is rejected.
+"""
+
+import datetime
+import json
+import logging
+import pathlib
+import shutil
+
+import ml_collections
+
+CONFIG_FILE = "config.json"
+ARCHIVE_DIR = "archive"
+
+# Keys that may change between runs in one workdir: paths, logging and
+# evaluation settings, and the step budget.
+COMPATIBLE_KEYS = (
+    "data.manual_dir", "data.tfds_data_dir", "eval.", "train.num_steps",
+    "train.max_steps_per_run", "train.log_every_steps",
+    "train.early_stopping_patience", "train.early_stopping_min_delta",
+)
+
+
+def flatten(config: ml_collections.ConfigDict | dict,
+            prefix: str = "") -> dict[str, object]:
+  """Flattens nested dicts into `{"a.b": value}`; tuples become lists."""
+  flat = {}
+  for key, value in dict(config).items():
+    name = f"{prefix}{key}"
+    if isinstance(value, (dict, ml_collections.ConfigDict)):
+      flat.update(flatten(value, f"{name}."))
+    else:
+      flat[name] = list(value) if isinstance(value, tuple) else value
+  return flat
+
+
+def incompatible_keys(saved: dict[str, object],
+                      config: ml_collections.ConfigDict) -> list[str]:
+  """Lists the keys whose values differ and that resuming cannot accept."""
+  current = flatten(config)
+  differing = sorted(
+      key for key in set(saved) | set(current)
+      if saved.get(key) != current.get(key))
+  return [key for key in differing
+          if not any(key == c or (c.endswith(".") and key.startswith(c))
+                     for c in COMPATIBLE_KEYS)]
+
+
+def load_saved_config(workdir: pathlib.Path) -> dict[str, object] | None:
+  path = workdir / CONFIG_FILE
+  if not path.exists():
+    return None
+  return json.loads(path.read_text())
+
+
+def check_config(workdir: pathlib.Path,
+                 config: ml_collections.ConfigDict) -> None:
+  """Raises ValueError if the workdir holds a run of an incompatible config."""
+  saved = load_saved_config(workdir)
+  if saved is None:
+    return
+  keys = incompatible_keys(saved, config)
+  if keys:
+    current = flatten(config)
+    changes = "; ".join(
+        f"{key}: saved {saved.get(key)!r}, now {current.get(key)!r}"
+        for key in keys)
+    raise ValueError(
+        f"Workdir {workdir} holds a run with a different config ({changes}). "
+        "Use the saved config, pick a new --workdir, or pass --restart to "
+        f"move the old run into {workdir / ARCHIVE_DIR} and start over.")
+
+
+def write_config(workdir: pathlib.Path,
+                 config: ml_collections.ConfigDict) -> None:
+  """Writes the config as JSON, through a temporary file and a rename."""
+  workdir.mkdir(parents=True, exist_ok=True)
+  path = workdir / CONFIG_FILE
+  temporary = path.with_suffix(".json.tmp")
+  temporary.write_text(json.dumps(flatten(config), indent=2, sort_keys=True))
+  temporary.replace(path)
+
+
+def archive_run(workdir: pathlib.Path) -> pathlib.Path | None:
+  """Moves a previous run's files into `archive/<UTC time>/`; deletes nothing."""
+  entries = [p for p in workdir.iterdir() if p.name != ARCHIVE_DIR] if (
+      workdir.exists()) else []
+  if not entries:
+    return None
+  stamp = datetime.datetime.now(datetime.timezone.utc).strftime(
+      "%Y%m%dT%H%M%SZ")
+  destination = workdir / ARCHIVE_DIR / stamp
+  destination.mkdir(parents=True)
+  for entry in entries:
+    shutil.move(str(entry), str(destination / entry.name))
+  logging.warning("Moved the previous run in %s to %s.", workdir, destination)
+  return destination

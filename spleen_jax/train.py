@@ -1,0 +1,278 @@
+"""Training loop: data, model, optimizer, validation, early stopping, checkpoints.
+
+Reads top-down: helpers that turn the config into core objects, the jitted
+steps with their metric collections, then `train_and_evaluate`.
+"""
+
+import dataclasses
+import functools
+import json
+import logging
+import pathlib
+from typing import Any
+
+from clu import metric_writers
+from clu import parameter_overview
+from clu import periodic_actions
+import jax
+import ml_collections
+import numpy as np
+
+from spleen_jax import checkpoints as checkpoints_lib
+from spleen_jax import metric_collections
+from spleen_jax import run_config
+from spleen_jax.core import early_stopping
+from spleen_jax.core import model as model_lib
+from spleen_jax.core import steps
+from spleen_jax.data import augment
+from spleen_jax.data import datasets
+from spleen_jax.data import input_pipeline
+
+SUMMARY_FILE = "train_summary.json"
+
+
+def class_names(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """Training class names, background first."""
+  return ("background", *config.data.classes)
+
+
+def target_metric(config: ml_collections.ConfigDict) -> str:
+  """Name of the validation score that early stopping follows."""
+  target = config.train.target_class
+  if target not in config.data.classes:
+    raise ValueError(
+        f"train.target_class {target!r} is not in data.classes "
+        f"{tuple(config.data.classes)}: set --config.train.target_class to one "
+        "of them.")
+  return f"dice_{target}"
+
+
+def create_model(config: ml_collections.ConfigDict) -> model_lib.UNet:
+  return model_lib.UNet(num_classes=len(class_names(config)),
+                        **config.model.to_dict())
+
+
+def create_optimizer(config: ml_collections.ConfigDict):
+  """Returns the optimizer and its learning-rate schedule."""
+  schedule = steps.make_learning_rate_schedule(
+      config.train.schedule, config.train.learning_rate,
+      config.train.num_steps, config.train.warmup_steps)
+  optimizer = steps.make_optimizer(
+      schedule, weight_decay=config.train.weight_decay,
+      gradient_clip_norm=config.train.gradient_clip_norm)
+  return optimizer, schedule
+
+
+def create_train_state(config: ml_collections.ConfigDict) -> steps.TrainState:
+  """Builds a freshly initialised train state from the config."""
+  optimizer, _ = create_optimizer(config)
+  height, width = config.data.image_size
+  return steps.create_train_state(
+      create_model(config), jax.random.PRNGKey(config.seed),
+      (height, width, 1), optimizer)
+
+
+def loss_config(config: ml_collections.ConfigDict) -> steps.LossConfig:
+  return steps.LossConfig(**config.loss.to_dict())
+
+
+def augment_config(config: ml_collections.ConfigDict
+                   ) -> augment.AugmentConfig | None:
+  if not config.augment.enabled:
+    return None
+  fields = {f.name for f in dataclasses.fields(augment.AugmentConfig)}
+  return augment.AugmentConfig(
+      **{k: v for k, v in config.augment.items() if k in fields})
+
+
+def make_train_step(config: ml_collections.ConfigDict):
+  """Jits one optimizer step that also returns its metric collection."""
+  losses = loss_config(config)
+
+  def train_step(state, batch):
+    state, outputs = steps.train_step(state, batch, losses)
+    return state, metric_collections.SegmentationMetrics.single_from_model_output(
+        **outputs)
+
+  return jax.jit(train_step, donate_argnums=0)
+
+
+def make_eval_step(config: ml_collections.ConfigDict):
+  losses = loss_config(config)
+
+  def eval_step(state, batch):
+    outputs = steps.eval_step(state, batch, losses)
+    return metric_collections.SegmentationMetrics.single_from_model_output(
+        **outputs)
+
+  return jax.jit(eval_step)
+
+
+def evaluate_frames(eval_step, state: steps.TrainState,
+                    frames: input_pipeline.Frames,
+                    config: ml_collections.ConfigDict) -> dict[str, float]:
+  """Scores every frame of a split and returns the summary scalars."""
+  merged = None
+  for batch in input_pipeline.eval_batches(
+      frames, batch_size=config.eval.batch_size,
+      normalization=config.data.normalization):
+    update = eval_step(state, batch)
+    merged = update if merged is None else merged.merge(update)
+  return metric_collections.summarize(merged, class_names(config))
+
+
+def _write_json(path: pathlib.Path, content: dict[str, Any]) -> None:
+  temporary = path.with_suffix(path.suffix + ".tmp")
+  temporary.write_text(json.dumps(content, indent=2, sort_keys=True))
+  temporary.replace(path)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict,
+                       workdir: str) -> dict[str, Any]:
+  """Trains until `train.num_steps` or early stopping; resumes if possible.
+
+  Args:
+    config: the run's config (see configs/base.py).
+    workdir: folder of the run: config.json, checkpoints, best checkpoint,
+      TensorBoard events and `train_summary.json`.
+
+  Returns:
+    The training summary: best step, best validation scores, last step and
+    whether early stopping fired.
+  """
+  workdir = pathlib.Path(workdir)
+  target = target_metric(config)
+  run_config.check_config(workdir, config)
+  run_config.write_config(workdir, config)
+
+  # Data: subjects per split, then the letterboxed frames in memory.
+  builder = datasets.prepare_builder(config.data)
+  subjects = datasets.assign_subjects(builder, config.data)
+  logging.info("Subjects per split: %s", subjects)
+  train_frames = datasets.load_split(builder, config.data, "train",
+                                     subjects["train"])
+  validation_frames = datasets.load_split(builder, config.data, "validation",
+                                          subjects["validation"])
+
+  # State: fresh, then replaced by the latest checkpoint if there is one.
+  state = create_train_state(config)
+  checkpoints = checkpoints_lib.RunCheckpoints(
+      workdir, keep=config.train.keep_checkpoints)
+  stopper = early_stopping.EarlyStopping(
+      patience=config.train.early_stopping_patience,
+      min_delta=config.train.early_stopping_min_delta)
+  stopped_early = False
+  if checkpoints.latest_step is not None:
+    state, progress = checkpoints.restore(state)
+    stopper = dataclasses.replace(
+        early_stopping.EarlyStopping.from_state_dict(
+            progress["early_stopping"]),
+        patience=config.train.early_stopping_patience,
+        min_delta=config.train.early_stopping_min_delta)
+    stopped_early = bool(progress.get("stopped_early", False))
+  initial_step = int(state.step)
+
+  writer = metric_writers.create_default_writer(
+      workdir, just_logging=jax.process_index() > 0)
+  if initial_step == 0:
+    writer.write_hparams(run_config.flatten(config))
+    parameter_overview.log_parameter_overview(state.params)
+
+  summary = {"subjects": subjects, "target": target}
+  if stopped_early or initial_step >= config.train.num_steps:
+    logging.info("Nothing to train: the run in %s ended at step %d%s.",
+                 workdir, initial_step,
+                 " by early stopping" if stopped_early else "")
+    checkpoints.close()
+    if (workdir / SUMMARY_FILE).exists():
+      return json.loads((workdir / SUMMARY_FILE).read_text())
+    return {**summary, "best_step": stopper.best_step,
+            "best_score": stopper.best_score, "last_step": initial_step,
+            "stopped_early": stopped_early}
+
+  _, schedule = create_optimizer(config)
+  train_step = make_train_step(config)
+  eval_step = make_eval_step(config)
+  train_iterator = input_pipeline.train_dataset(
+      train_frames, batch_size=config.train.batch_size, seed=config.seed,
+      start_step=initial_step, normalization=config.data.normalization,
+      augmentation=augment_config(config)).as_numpy_iterator()
+
+  last_step = config.train.num_steps
+  if config.train.max_steps_per_run > 0:
+    last_step = min(last_step, initial_step + config.train.max_steps_per_run)
+  report_progress = periodic_actions.ReportProgress(
+      num_train_steps=config.train.num_steps, writer=writer)
+  train_metrics = None
+  logging.info("Training from step %d to %d.", initial_step, last_step)
+
+  with metric_writers.ensure_flushes(writer):
+    for step in range(initial_step + 1, last_step + 1):
+      # One optimizer step; `step` counts completed steps.
+      with jax.profiler.StepTraceAnnotation("train", step_num=step):
+        batch = next(train_iterator)
+        state, update = train_step(state, batch)
+        train_metrics = (update if train_metrics is None
+                         else train_metrics.merge(update))
+      report_progress(step)
+
+      # Training metrics of the interval since the last write.
+      if step % config.train.log_every_steps == 0 or step == last_step:
+        scalars = metric_collections.summarize(train_metrics,
+                                               class_names(config))
+        scalars["learning_rate"] = float(schedule(step - 1))
+        writer.write_scalars(step, {f"train_{k}": v for k, v in
+                                    scalars.items()})
+        train_metrics = None
+
+      # A process limit that falls between validations saves a checkpoint
+      # without validating, so early stopping counts the same validations as
+      # in an uninterrupted run.
+      is_eval_step = (step % config.train.eval_every_steps == 0 or
+                      step == config.train.num_steps)
+      if step == last_step and not is_eval_step:
+        checkpoints.save(step, state, stopper, is_best=False,
+                         extra={"stopped_early": False})
+
+      # Validation, early stopping and checkpoints.
+      if is_eval_step:
+        with report_progress.timed("eval"):
+          scores = evaluate_frames(eval_step, state, validation_frames, config)
+        writer.write_scalars(step, {f"validation_{k}": v for k, v in
+                                    scores.items()})
+        is_best = stopper.update(step, scores[target])
+        stopped_early = stopper.should_stop
+        logging.info("Step %d: validation %s = %.4f (best %.4f at step %d).",
+                     step, target, scores[target], stopper.best_score,
+                     stopper.best_step)
+        if is_best:
+          summary["best_validation"] = scores
+        checkpoints.save(step, state, stopper, is_best,
+                         extra={"stopped_early": stopped_early,
+                                "validation": scores})
+        if stopped_early:
+          logging.info("Early stopping at step %d: no gain above %g in %d "
+                       "validations.", step, stopper.min_delta,
+                       stopper.patience)
+          break
+
+  checkpoints.wait_until_finished()
+  checkpoints.close()
+
+  # The summary keeps the best scores across resumed runs.
+  previous = {}
+  if (workdir / SUMMARY_FILE).exists():
+    previous = json.loads((workdir / SUMMARY_FILE).read_text())
+  summary.update({
+      "best_step": stopper.best_step,
+      "best_score": stopper.best_score,
+      "last_step": int(state.step),
+      "stopped_early": stopped_early,
+  })
+  if "best_validation" not in summary and "best_validation" in previous:
+    summary["best_validation"] = previous["best_validation"]
+  _write_json(workdir / SUMMARY_FILE, summary)
+  logging.info("Training ended at step %d; best validation %s = %.4f at step "
+               "%d.", summary["last_step"], target, stopper.best_score,
+               stopper.best_step)
+  return summary

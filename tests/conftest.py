@@ -1,0 +1,30 @@
+"""Fixtures shared by the tests: the location of the real AbdomenUS data."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+# The data stays beside the repository, outside version control, because the
+# release's licence has not been checked for redistribution.
+SHARED_DATA_DIR = (
+    Path(__file__).resolve().parents[2] / "shared/data/abdominal_us")
+REQUIRE_DATA_ENV = "SPLEEN_JAX_REQUIRE_DATA"
+
+
+@pytest.fixture(scope="session")
+def shared_data_dir() -> Path:
+  """Returns the folder that contains `abdominal_US/`.
+
+  Skips the test when the folder is missing, or fails it when the environment
+  sets SPLEEN_JAX_REQUIRE_DATA=1.
+  """
+  if (SHARED_DATA_DIR / "abdominal_US").is_dir():
+    return SHARED_DATA_DIR
+
+  reason = (
+      f"AbdomenUS data not found: expected {SHARED_DATA_DIR}/abdominal_US "
+      "with the RUS frames and annotations.")
+  if os.environ.get(REQUIRE_DATA_ENV) == "1":
+    pytest.fail(f"{reason} {REQUIRE_DATA_ENV}=1 requires it.")
+  pytest.skip(f"{reason} Set {REQUIRE_DATA_ENV}=1 to fail instead of skip.")
