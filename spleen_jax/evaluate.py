@@ -28,6 +28,7 @@ def evaluate(config: ml_collections.ConfigDict,
     ValueError: the config does not fit the saved run, or the split is empty.
   """
   workdir = pathlib.Path(workdir)
+  train.validate_config(config)
   if run_config.load_saved_config(workdir) is None:
     raise FileNotFoundError(
         f"No trained run in {workdir}: {run_config.CONFIG_FILE} is missing. "

@@ -10,6 +10,7 @@ import json
 import logging as std_logging
 import os
 import pathlib
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
@@ -70,5 +71,20 @@ def main(argv):
     print(json.dumps(report, indent=2, sort_keys=True))
 
 
+def parse_flags(argv: list[str]) -> list[str]:
+  """Parses flags; a config override naming no config field exits cleanly."""
+  try:
+    return FLAGS(argv)
+  except (AttributeError, KeyError) as error:
+    # ml_collections raises these for a key that the config does not have.
+    message = str(error).replace("\\n", " ").replace("\\'", "")
+    message = message.replace("\n", " ").strip("'\" ")
+    sys.exit(f"Invalid config override: {message}. Run with --helpfull to "
+             "list the fields, or check the config file.")
+  except flags.Error as error:
+    sys.exit(f"Invalid command line: {error}. Run with --helpfull for the "
+             "flags.")
+
+
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

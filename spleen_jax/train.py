@@ -47,6 +47,31 @@ def target_metric(config: ml_collections.ConfigDict) -> str:
   return f"dice_{target}"
 
 
+def validate_config(config: ml_collections.ConfigDict) -> None:
+  """Checks values that would otherwise fail deep inside a run.
+
+  Raises:
+    ValueError: naming the config key, the value and the fix.
+  """
+  input_pipeline.class_lookup(config.data.classes)
+  target_metric(config)
+  if config.data.normalization not in input_pipeline.NORMALIZATIONS:
+    raise ValueError(
+        f"Unknown data.normalization {config.data.normalization!r}: choose "
+        f"from {', '.join(input_pipeline.NORMALIZATIONS)}.")
+  multiple = 2**config.model.depth
+  height, width = config.data.image_size
+  if height % multiple or width % multiple:
+    raise ValueError(
+        f"data.image_size {height}x{width} is not divisible by 2**model.depth "
+        f"= {multiple}: change one of them.")
+  for key in ("batch_size", "num_steps", "eval_every_steps",
+              "log_every_steps"):
+    if config.train[key] < 1:
+      raise ValueError(f"train.{key} must be at least 1, got "
+                       f"{config.train[key]}.")
+
+
 def create_model(config: ml_collections.ConfigDict) -> model_lib.UNet:
   return model_lib.UNet(num_classes=len(class_names(config)),
                         **config.model.to_dict())
@@ -141,6 +166,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     whether early stopping fired.
   """
   workdir = pathlib.Path(workdir)
+  validate_config(config)
   target = target_metric(config)
   run_config.check_config(workdir, config)
   run_config.write_config(workdir, config)

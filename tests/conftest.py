@@ -28,3 +28,17 @@ def shared_data_dir() -> Path:
   if os.environ.get(REQUIRE_DATA_ENV) == "1":
     pytest.fail(f"{reason} {REQUIRE_DATA_ENV}=1 requires it.")
   pytest.skip(f"{reason} Set {REQUIRE_DATA_ENV}=1 to fail instead of skip.")
+
+
+@pytest.fixture(scope="session")
+def tfds_data_dir(shared_data_dir, tmp_path_factory) -> Path:
+  """Prepares the AbdomenUS TFDS dataset once per session; returns its dir."""
+  # Imported here so that tests without TensorFlow collect quickly.
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  from spleen_jax.data import abdomen_us  # pylint: disable=g-import-not-at-top
+
+  data_dir = tmp_path_factory.mktemp("tensorflow_datasets")
+  builder = abdomen_us.Builder(data_dir=str(data_dir))
+  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+      manual_dir=str(shared_data_dir)))
+  return data_dir
