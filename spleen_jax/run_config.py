@@ -57,6 +57,27 @@ def load_saved_config(workdir: pathlib.Path) -> dict[str, object] | None:
   return json.loads(path.read_text())
 
 
+def load_run_config(workdir: pathlib.Path) -> ml_collections.ConfigDict:
+  """Rebuilds the ConfigDict a run was trained with from its config.json.
+
+  Raises:
+    FileNotFoundError: the workdir holds no trained run.
+  """
+  saved = load_saved_config(pathlib.Path(workdir))
+  if saved is None:
+    raise FileNotFoundError(
+        f"No trained run in {workdir}: {CONFIG_FILE} is missing. Point "
+        "--workdir at the folder a training run wrote.")
+  nested: dict = {}
+  for key, value in saved.items():
+    node = nested
+    *parents, leaf = key.split(".")
+    for parent in parents:
+      node = node.setdefault(parent, {})
+    node[leaf] = tuple(value) if isinstance(value, list) else value
+  return ml_collections.ConfigDict(nested)
+
+
 def check_config(workdir: pathlib.Path,
                  config: ml_collections.ConfigDict) -> None:
   """Raises ValueError if the workdir holds a run of an incompatible config."""
