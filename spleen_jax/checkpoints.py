@@ -3,7 +3,7 @@
 Layout under the workdir:
   `checkpoints/<step>/`: the latest `keep` checkpoints, to resume from.
   `best/<step>/`: the checkpoint with the best validation score.
-Each checkpoint holds the train state (step, parameters, BatchNorm statistics,
+Each checkpoint contains the train state (step, parameters, BatchNorm statistics,
 optimizer state, dropout RNG key) and a JSON item `progress` with the
 early-stopping state. Orbax writes into a temporary folder and renames it when
 complete, so an interrupted save leaves no half-written checkpoint behind.

@@ -24,7 +24,7 @@ def evaluate(config: ml_collections.ConfigDict,
   interrupted evaluation leaves the previous report intact.
 
   Raises:
-    FileNotFoundError: the workdir holds no checkpoint.
+    FileNotFoundError: the workdir contains no checkpoint.
     ValueError: the config does not fit the saved run, or the split is empty.
   """
   workdir = pathlib.Path(workdir)

@@ -24,6 +24,10 @@ COMPATIBLE_KEYS = (
     "train.early_stopping_patience", "train.early_stopping_min_delta",
 )
 
+# Keys added to the configs after runs were saved without them, and the value
+# that such a run implicitly used: those runs had no cross-validation.
+IMPLIED_VALUES = {"data.num_folds": 0, "data.fold": 0}
+
 
 def flatten(config: ml_collections.ConfigDict | dict,
             prefix: str = "") -> dict[str, object]:
@@ -41,7 +45,8 @@ def flatten(config: ml_collections.ConfigDict | dict,
 def incompatible_keys(saved: dict[str, object],
                       config: ml_collections.ConfigDict) -> list[str]:
   """Lists the keys whose values differ and that resuming cannot accept."""
-  current = flatten(config)
+  saved = {**IMPLIED_VALUES, **saved}
+  current = {**IMPLIED_VALUES, **flatten(config)}
   differing = sorted(
       key for key in set(saved) | set(current)
       if saved.get(key) != current.get(key))
@@ -61,7 +66,7 @@ def load_run_config(workdir: pathlib.Path) -> ml_collections.ConfigDict:
   """Rebuilds the ConfigDict a run was trained with from its config.json.
 
   Raises:
-    FileNotFoundError: the workdir holds no trained run.
+    FileNotFoundError: the workdir contains no trained run.
   """
   saved = load_saved_config(pathlib.Path(workdir))
   if saved is None:
@@ -80,7 +85,7 @@ def load_run_config(workdir: pathlib.Path) -> ml_collections.ConfigDict:
 
 def check_config(workdir: pathlib.Path,
                  config: ml_collections.ConfigDict) -> None:
-  """Raises ValueError if the workdir holds a run of an incompatible config."""
+  """Raises ValueError if the workdir contains a run of an incompatible config."""
   saved = load_saved_config(workdir)
   if saved is None:
     return
@@ -91,7 +96,8 @@ def check_config(workdir: pathlib.Path,
         f"{key}: saved {saved.get(key)!r}, now {current.get(key)!r}"
         for key in keys)
     raise ValueError(
-        f"Workdir {workdir} holds a run with a different config ({changes}). "
+        f"Workdir {workdir} contains a run with an incompatible config "
+        f"({changes}). "
         "Use the saved config, pick a new --workdir, or pass --restart to "
         f"move the old run into {workdir / ARCHIVE_DIR} and start over.")
 

@@ -76,9 +76,9 @@ def test_depth_to_space_moves_channels_to_pixels():
 
 def test_pixel_shuffle_equals_transposed_conv():
   # flax's 2x2 stride-2 ConvTranspose with kernel K[a, b, c, f] writes input
-  # pixel (i, j) to output (2i + 1 - a, 2j + 1 - b): the same as a 1x1
-  # convolution with the spatially flipped kernel, channels ordered (a, b, f),
-  # followed by depth-to-space.
+  # pixel (i, j) to output (2i + 1 - a, 2j + 1 - b). So it equals a 1x1
+  # convolution with the spatially flipped kernel and channels ordered
+  # (a, b, f), followed by depth-to-space.
   x = jax.random.normal(jax.random.PRNGKey(0), (1, 3, 3, 5))
   transpose = model.UpSample(features=2, method="transpose")
   shuffle = model.UpSample(features=2, method="pixel_shuffle")

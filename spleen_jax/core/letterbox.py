@@ -15,7 +15,7 @@ import numpy as np
 
 @dataclasses.dataclass(frozen=True)
 class Letterbox:
-  """Where a frame of `height x width` lies in a `target` image, in pixels."""
+  """Placement of a `height x width` frame inside a `target` image, in pixels."""
 
   height: int
   width: int

@@ -41,9 +41,9 @@ def scores_from_counts(counts: np.ndarray) -> dict[str, np.ndarray]:
   """Computes Dice, IoU, precision, recall per class and pixel accuracy.
 
   A ratio whose denominator is 0 scores 1 when the class is absent from both
-  truth and prediction (nothing missed, nothing invented) and 0 otherwise: so
-  precision is 0 for a class that is present but never predicted, and recall
-  is 0 for a class that is predicted but absent.
+  truth and prediction (nothing missed, nothing invented), and 0 otherwise.
+  So precision is 0 for a class that is present but never predicted, and
+  recall is 0 for a class that is predicted but absent.
 
   Args:
     counts: `[num_classes, 3]` TP, FP, FN counts.

@@ -2,7 +2,7 @@
 
 Every random draw comes from a seed derived from the example's position in the
 training stream, so the same position always gets the same augmentation: a
-resumed run sees exactly the batches an uninterrupted run would have seen.
+resumed run gets exactly the batches of an uninterrupted run.
 """
 
 import dataclasses
