@@ -37,10 +37,13 @@ def postprocess_label_map(label_map: np.ndarray, num_classes: int, *,
 
   Returns:
     `[h, w]` label map of the same dtype. Removed pixels become background.
+    Classes are processed in increasing id, each on the result of the
+    previous ones, so a hole that class 1 filled is not removed again when
+    class 2 keeps only its largest component.
   """
   result = np.array(label_map, copy=True)
   for class_id in range(1, num_classes):
-    mask = label_map == class_id
+    mask = result == class_id
     if not mask.any():
       continue
     if largest_component:

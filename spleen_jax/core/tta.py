@@ -18,7 +18,7 @@ def predict_probabilities(logits_fn: Callable[[jax.Array], jax.Array],
     flip: also predict on the left-right mirrored images.
     scales: zoom factors; each view is resized by the factor (rounded to a
       multiple of `multiple` pixels), predicted, and resized back. `(1.0,)`
-      is the plain prediction.
+      is the plain prediction, and a factor of 1 never resizes.
     multiple: the size divisor the model needs, `2**depth` for the U-Net.
 
   Returns:
@@ -28,8 +28,10 @@ def predict_probabilities(logits_fn: Callable[[jax.Array], jax.Array],
   total = None
   count = 0
   for scale in scales:
-    size = (max(multiple, round(height * scale / multiple) * multiple),
-            max(multiple, round(width * scale / multiple) * multiple))
+    size = (height, width)
+    if scale != 1.0:
+      size = (max(multiple, round(height * scale / multiple) * multiple),
+              max(multiple, round(width * scale / multiple) * multiple))
     view = images
     if size != (height, width):
       view = jax.image.resize(images, (n, *size, channels), method="linear")

@@ -1,0 +1,1 @@
+"""Evaluation reports: per-frame metrics, summaries, figures, folder input."""
