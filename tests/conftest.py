@@ -1,4 +1,4 @@
-"""Fixtures shared by the tests: the location of the real AbdomenUS data."""
+"""Fixtures shared by the tests: the real AbdomenUS data and the phantom."""
 
 import os
 from pathlib import Path
@@ -41,4 +41,15 @@ def tfds_data_dir(shared_data_dir, tmp_path_factory) -> Path:
   builder = abdomen_us.Builder(data_dir=str(data_dir))
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
       manual_dir=str(shared_data_dir)))
+  return data_dir
+
+
+@pytest.fixture(scope="session")
+def phantom_tfds_dir(tmp_path_factory) -> Path:
+  """Builds the `tiny` us_phantom config (16 frames) once; returns its dir."""
+  from spleen_jax.data import us_phantom  # pylint: disable=g-import-not-at-top
+
+  data_dir = tmp_path_factory.mktemp("phantom_tensorflow_datasets")
+  builder = us_phantom.Builder(config="tiny", data_dir=str(data_dir))
+  builder.download_and_prepare()
   return data_dir
