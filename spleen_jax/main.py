@@ -33,6 +33,10 @@ flags.DEFINE_enum("mode", "train", ["train", "evaluate", "train_and_evaluate"],
                   "`train` trains (and resumes); `evaluate` restores the best "
                   "checkpoint and scores eval.split; `train_and_evaluate` "
                   "does both.")
+flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() "
+                  "first, for jobs of several hosts (SLURM, Cloud TPU); it "
+                  "reads the coordinator and process ids from the "
+                  "environment.")
 flags.DEFINE_bool("restart", False, "Move a previous run in --workdir into "
                   "WORKDIR/archive/<time>/ and train from scratch.")
 config_flags.DEFINE_config_file(
@@ -54,6 +58,9 @@ class _QuietLibraries(std_logging.Filter):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+
+  if FLAGS.distributed:
+    jax.distributed.initialize()
 
   # Keep TensorFlow off accelerators: it only feeds data to JAX.
   tf.config.set_visible_devices([], "GPU")
