@@ -17,16 +17,21 @@ CONFIG_FILE = "config.json"
 ARCHIVE_DIR = "archive"
 
 # Keys that may change between runs in one workdir: paths, logging and
-# evaluation settings, and the step budget.
+# evaluation settings, and the step budget. `init_from` only acts at step 0,
+# so a resumed run ignores it.
 COMPATIBLE_KEYS = (
     "data.manual_dir", "data.tfds_data_dir", "eval.", "train.num_steps",
     "train.max_steps_per_run", "train.log_every_steps",
     "train.early_stopping_patience", "train.early_stopping_min_delta",
+    "init_from",
 )
 
 # Keys added to the configs after runs were saved without them, and the value
-# that such a run implicitly used: those runs had no cross-validation.
-IMPLIED_VALUES = {"data.num_folds": 0, "data.fold": 0}
+# that such a run implicitly used: those runs had no cross-validation, no
+# init_from, and trained on the AbdomenUS frames in float32.
+IMPLIED_VALUES = {"data.num_folds": 0, "data.fold": 0,
+                  "data.name": "abdomen_us", "data.phantom_config": "default",
+                  "model.dtype": "float32", "init_from": ""}
 
 
 def flatten(config: ml_collections.ConfigDict | dict,

@@ -15,14 +15,16 @@ from clu import metric_writers
 from clu import parameter_overview
 from clu import periodic_actions
 import jax
+import jax.numpy as jnp
 import ml_collections
-import numpy as np
 
 from spleen_jax import checkpoints as checkpoints_lib
+from spleen_jax import init_from as init_from_lib
 from spleen_jax import metric_collections
 from spleen_jax import run_config
 from spleen_jax.core import early_stopping
 from spleen_jax.core import model as model_lib
+from spleen_jax.core import sharding
 from spleen_jax.core import steps
 from spleen_jax.data import augment
 from spleen_jax.data import datasets
@@ -37,13 +39,19 @@ def class_names(config: ml_collections.ConfigDict) -> tuple[str, ...]:
 
 
 def target_metric(config: ml_collections.ConfigDict) -> str:
-  """Name of the validation score that early stopping follows."""
+  """Name of the validation score that early stopping follows.
+
+  `train.target_class` names one of `data.classes`, or is `mean` for the mean
+  Dice over all foreground classes.
+  """
   target = config.train.target_class
+  if target == "mean":
+    return "mean_dice"
   if target not in config.data.classes:
     raise ValueError(
         f"train.target_class {target!r} is not in data.classes "
         f"{tuple(config.data.classes)}: set --config.train.target_class to one "
-        "of them.")
+        "of them, or to mean.")
   return f"dice_{target}"
 
 
@@ -70,11 +78,20 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     if config.train[key] < 1:
       raise ValueError(f"train.{key} must be at least 1, got "
                        f"{config.train[key]}.")
+  mesh = sharding.make_mesh()
+  sharding.check_batch_size(config.train.batch_size, mesh, "train.batch_size")
+  sharding.check_batch_size(config.eval.batch_size, mesh, "eval.batch_size")
+  if config.model.get("dtype", "float32") not in ("float32", "bfloat16"):
+    raise ValueError(f"Unknown model.dtype {config.model.dtype!r}: choose "
+                     "float32 or bfloat16.")
 
 
 def create_model(config: ml_collections.ConfigDict) -> model_lib.UNet:
-  return model_lib.UNet(num_classes=len(class_names(config)),
-                        **config.model.to_dict())
+  """Builds the U-Net; `model.dtype` names the computation dtype."""
+  options = config.model.to_dict()
+  dtype = jnp.dtype(options.pop("dtype", "float32"))
+  return model_lib.UNet(num_classes=len(class_names(config)), dtype=dtype,
+                        **options)
 
 
 def create_optimizer(config: ml_collections.ConfigDict):
@@ -88,13 +105,16 @@ def create_optimizer(config: ml_collections.ConfigDict):
   return optimizer, schedule
 
 
-def create_train_state(config: ml_collections.ConfigDict) -> steps.TrainState:
-  """Builds a freshly initialised train state from the config."""
+def create_train_state(config: ml_collections.ConfigDict,
+                       mesh: jax.sharding.Mesh | None = None
+                       ) -> steps.TrainState:
+  """Builds a freshly initialised train state, replicated over the mesh."""
   optimizer, _ = create_optimizer(config)
   height, width = config.data.image_size
-  return steps.create_train_state(
+  state = steps.create_train_state(
       create_model(config), jax.random.PRNGKey(config.seed),
       (height, width, 1), optimizer)
+  return sharding.replicate(state, mesh or sharding.make_mesh())
 
 
 def loss_config(config: ml_collections.ConfigDict) -> steps.LossConfig:
@@ -135,12 +155,16 @@ def make_eval_step(config: ml_collections.ConfigDict):
 
 def evaluate_frames(eval_step, state: steps.TrainState,
                     frames: input_pipeline.Frames,
-                    config: ml_collections.ConfigDict) -> dict[str, float]:
+                    config: ml_collections.ConfigDict,
+                    mesh: jax.sharding.Mesh | None = None
+                    ) -> dict[str, float]:
   """Scores every frame of a split and returns the summary scalars."""
+  mesh = mesh or sharding.make_mesh()
   merged = None
   for batch in input_pipeline.eval_batches(
       frames, batch_size=config.eval.batch_size,
       normalization=config.data.normalization):
+    batch = sharding.shard_batch(sharding.local_rows(batch), mesh)
     update = eval_step(state, batch)
     merged = update if merged is None else merged.merge(update)
   return metric_collections.summarize(merged, class_names(config))
@@ -169,7 +193,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   validate_config(config)
   target = target_metric(config)
   run_config.check_config(workdir, config)
-  run_config.write_config(workdir, config)
+  is_chief = jax.process_index() == 0
+  if is_chief:
+    run_config.write_config(workdir, config)
 
   # Data: subjects per split, then the letterboxed frames in memory.
   builder = datasets.prepare_builder(config.data)
@@ -180,8 +206,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   validation_frames = datasets.load_split(builder, config.data, "validation",
                                           subjects["validation"])
 
-  # State: fresh, then replaced by the latest checkpoint if there is one.
-  state = create_train_state(config)
+  # State: fresh and replicated over the devices, then replaced by the latest
+  # checkpoint if there is one, else by the weights of `init_from` if set.
+  mesh = sharding.make_mesh()
+  state = create_train_state(config, mesh)
   checkpoints = checkpoints_lib.RunCheckpoints(
       workdir, keep=config.train.keep_checkpoints)
   stopper = early_stopping.EarlyStopping(
@@ -196,6 +224,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
         patience=config.train.early_stopping_patience,
         min_delta=config.train.early_stopping_min_delta)
     stopped_early = bool(progress.get("stopped_early", False))
+  state = init_from_lib.initialize_from_run(state, config)
   initial_step = int(state.step)
 
   writer = metric_writers.create_default_writer(
@@ -222,7 +251,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   train_iterator = input_pipeline.train_dataset(
       train_frames, batch_size=config.train.batch_size, seed=config.seed,
       start_step=initial_step, normalization=config.data.normalization,
-      augmentation=augment_config(config)).as_numpy_iterator()
+      augmentation=augment_config(config), shard_index=jax.process_index(),
+      num_shards=jax.process_count()).as_numpy_iterator()
 
   last_step = config.train.num_steps
   if config.train.max_steps_per_run > 0:
@@ -236,7 +266,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     for step in range(initial_step + 1, last_step + 1):
       # One optimizer step; `step` counts completed steps.
       with jax.profiler.StepTraceAnnotation("train", step_num=step):
-        batch = next(train_iterator)
+        batch = sharding.shard_batch(next(train_iterator), mesh)
         state, update = train_step(state, batch)
         train_metrics = (update if train_metrics is None
                          else train_metrics.merge(update))
@@ -263,7 +293,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       # Validation, early stopping and checkpoints.
       if is_eval_step:
         with report_progress.timed("eval"):
-          scores = evaluate_frames(eval_step, state, validation_frames, config)
+          scores = evaluate_frames(eval_step, state, validation_frames, config,
+                                   mesh)
         writer.write_scalars(step, {f"validation_{k}": v for k, v in
                                     scores.items()})
         is_best = stopper.update(step, scores[target])
@@ -297,7 +328,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   })
   if "best_validation" not in summary and "best_validation" in previous:
     summary["best_validation"] = previous["best_validation"]
-  _write_json(workdir / SUMMARY_FILE, summary)
+  if is_chief:
+    _write_json(workdir / SUMMARY_FILE, summary)
   logging.info("Training ended at step %d; best validation %s = %.4f at step "
                "%d.", summary["last_step"], target, stopper.best_score,
                stopper.best_step)

@@ -8,19 +8,34 @@ import tensorflow_datasets as tfds
 from spleen_jax.data import input_pipeline
 from spleen_jax.data import splits as splits_lib
 from spleen_jax.data.abdomen_us import abdomen_us_dataset_builder
+from spleen_jax.data.us_phantom import us_phantom_dataset_builder
 
 SUBJECT_PREFIX = "subject_"
+# Values of `data.name`.
+ABDOMEN_US = "abdomen_us"
+US_PHANTOM = "us_phantom"
+DATASET_NAMES = (ABDOMEN_US, US_PHANTOM)
 
 
 def prepare_builder(data_config: ml_collections.ConfigDict
                     ) -> tfds.core.DatasetBuilder:
-  """Builds the AbdomenUS dataset from `data.manual_dir` unless prepared.
+  """Builds the dataset named by `data.name` unless it is prepared.
+
+  `abdomen_us` reads the release in `data.manual_dir`; `us_phantom`
+  simulates the frames of the builder config `data.phantom_config`.
 
   Raises:
-    ValueError / FileNotFoundError: `data.manual_dir` is unset while the
-      dataset is not prepared yet, or does not hold the release's layout.
+    ValueError / FileNotFoundError: `data.name` is unknown, or
+      `data.manual_dir` is unset while the AbdomenUS dataset is not prepared
+      yet, or does not hold the release's layout.
   """
+  name = data_config.get("name", ABDOMEN_US)
+  if name not in DATASET_NAMES:
+    raise ValueError(f"Unknown data.name {name!r}: choose from "
+                     f"{', '.join(DATASET_NAMES)}.")
   data_dir = data_config.tfds_data_dir or None
+  if name == US_PHANTOM:
+    return _prepare_phantom(data_config, data_dir)
   builder = abdomen_us_dataset_builder.Builder(data_dir=data_dir)
   manual_dir = data_config.manual_dir
   if manual_dir:
@@ -39,6 +54,39 @@ def prepare_builder(data_config: ml_collections.ConfigDict
   return builder
 
 
+def _prepare_phantom(data_config: ml_collections.ConfigDict,
+                     data_dir: str | None) -> tfds.core.DatasetBuilder:
+  """Simulates the `us_phantom` frames of `data.phantom_config` once."""
+  config_name = data_config.get("phantom_config",
+                                us_phantom_dataset_builder.DEFAULT_CONFIG)
+  choices = [c.name for c in us_phantom_dataset_builder.Builder.BUILDER_CONFIGS]
+  if config_name not in choices:
+    raise ValueError(f"Unknown data.phantom_config {config_name!r}: choose "
+                     f"from {', '.join(choices)}.")
+  builder = us_phantom_dataset_builder.Builder(config=config_name,
+                                               data_dir=data_dir)
+  builder.download_and_prepare()
+  return builder
+
+
+def _is_phantom(builder: tfds.core.DatasetBuilder) -> bool:
+  return builder.name == US_PHANTOM
+
+
+def _phantom_subjects(builder: tfds.core.DatasetBuilder
+                      ) -> dict[str, tuple[str, ...]]:
+  """Reads the subject ids of each phantom split; every frame is a subject."""
+  skip = tfds.decode.SkipDecoding()
+  subjects = {}
+  for split in us_phantom_dataset_builder.SPLITS:
+    dataset = builder.as_dataset(split=split, shuffle_files=False,
+                                 decoders={"image": skip, "label": skip})
+    subjects[split] = tuple(sorted(
+        example["subject"].decode("utf-8")
+        for example in tfds.as_numpy(dataset)))
+  return subjects
+
+
 def annotated_subjects(builder: tfds.core.DatasetBuilder) -> list[str]:
   """Lists the subjects with annotated frames, from the split names."""
   return sorted(name[len(SUBJECT_PREFIX):] for name in builder.info.splits
@@ -48,7 +96,13 @@ def annotated_subjects(builder: tfds.core.DatasetBuilder) -> list[str]:
 def assign_subjects(builder: tfds.core.DatasetBuilder,
                     data_config: ml_collections.ConfigDict
                     ) -> dict[str, tuple[str, ...]]:
-  """Maps `train`, `validation` and `test` to subjects, as the config says."""
+  """Maps `train`, `validation` and `test` to subjects as set in the config.
+
+  The phantom's splits are fixed by its builder config, so for `us_phantom`
+  this returns the subjects of each split and ignores the subject settings.
+  """
+  if _is_phantom(builder):
+    return _phantom_subjects(builder)
   return splits_lib.assign_subjects(
       annotated_subjects(builder),
       train_subjects=data_config.train_subjects,
@@ -56,27 +110,37 @@ def assign_subjects(builder: tfds.core.DatasetBuilder,
       test_subjects=data_config.test_subjects,
       validation_fraction=data_config.validation_fraction,
       test_fraction=data_config.test_fraction,
-      seed=data_config.split_seed)
+      seed=data_config.split_seed,
+      num_folds=data_config.get("num_folds", 0),
+      fold=data_config.get("fold", 0))
 
 
 def load_split(builder: tfds.core.DatasetBuilder,
                data_config: ml_collections.ConfigDict, split: str,
-               subjects: tuple[str, ...]) -> input_pipeline.Frames:
+               subjects: tuple[str, ...],
+               keep_originals: bool = False) -> input_pipeline.Frames:
   """Loads the annotated frames of `subjects` as letterboxed `Frames`.
+
+  `keep_originals` also keeps the frames and label maps at their original
+  resolution (see `input_pipeline.load_frames`).
 
   Raises:
     ValueError: the split has no subject, so no frames.
   """
-  if not subjects:
+  if _is_phantom(builder):
+    # Each phantom split is a TFDS split of the same name.
+    expression = split
+  elif not subjects:
     raise ValueError(
         f"The {split} split is empty: no subject is assigned to it. Set "
         f"--config.data.{split}_subjects or data.{split}_fraction (annotated "
         f"subjects: {annotated_subjects(builder)}).")
-  expression = "+".join(f"{SUBJECT_PREFIX}{s}" for s in subjects)
+  else:
+    expression = "+".join(f"{SUBJECT_PREFIX}{s}" for s in subjects)
   dataset = builder.as_dataset(split=expression, shuffle_files=False)
   frames = input_pipeline.load_frames(
       tfds.as_numpy(dataset), data_config.classes,
-      tuple(data_config.image_size))
+      tuple(data_config.image_size), keep_originals=keep_originals)
   logging.info("Loaded %d frames of the %s split (subjects %s).", len(frames),
                split, ", ".join(subjects))
   return frames

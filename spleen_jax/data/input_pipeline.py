@@ -34,6 +34,10 @@ class Frames:
     boxes: `[n, 8]` int32 `Letterbox` fields, to map outputs back.
     file_names: `[n]` file names, e.g. `a22.jpg`.
     subjects: `[n]` subject ids.
+    original_images: optional `[n]` list of `[height, width]` uint8 frames at
+      their original resolution, for evaluation at that resolution.
+    original_labels: optional `[n]` list of `[height, width]` uint8 training
+      class ids at the original resolution.
   """
 
   images: np.ndarray
@@ -41,6 +45,8 @@ class Frames:
   boxes: np.ndarray
   file_names: list[str]
   subjects: list[str]
+  original_images: list[np.ndarray] | None = None
+  original_labels: list[np.ndarray] | None = None
 
   def __len__(self) -> int:
     return len(self.file_names)
@@ -99,10 +105,16 @@ def letterbox_frame(image: np.ndarray, label: np.ndarray | None,
 
 
 def load_frames(examples, classes: Sequence[str],
-                image_size: tuple[int, int]) -> Frames:
-  """Letterboxes TFDS examples (numpy dicts) and remaps their label maps."""
+                image_size: tuple[int, int],
+                keep_originals: bool = False) -> Frames:
+  """Letterboxes TFDS examples (numpy dicts) and remaps their label maps.
+
+  `keep_originals` also keeps each frame and its class-id label map at the
+  original resolution, in `Frames.original_images` and `original_labels`.
+  """
   table = class_lookup(classes)
   images, labels, boxes, file_names, subjects = [], [], [], [], []
+  original_images, original_labels = [], []
   for example in examples:
     image, label, box = letterbox_frame(
         example["image"], example["label"][..., 0], image_size)
@@ -111,6 +123,9 @@ def load_frames(examples, classes: Sequence[str],
     boxes.append(box.as_array())
     file_names.append(_text(example["file_name"]))
     subjects.append(_text(example["subject"]))
+    if keep_originals:
+      original_images.append(example["image"][..., 0])
+      original_labels.append(table[example["label"][..., 0]])
 
   height, width = image_size
   return Frames(
@@ -119,7 +134,9 @@ def load_frames(examples, classes: Sequence[str],
       labels=np.stack(labels) if labels else np.zeros(
           (0, height, width), np.uint8),
       boxes=np.stack(boxes) if boxes else np.zeros((0, 8), np.int32),
-      file_names=file_names, subjects=subjects)
+      file_names=file_names, subjects=subjects,
+      original_images=original_images if keep_originals else None,
+      original_labels=original_labels if keep_originals else None)
 
 
 def _text(value) -> str:
@@ -144,16 +161,25 @@ def normalize(image: tf.Tensor, method: str) -> tf.Tensor:
 
 def train_dataset(frames: Frames, *, batch_size: int, seed: int,
                   start_step: int = 0, normalization: str = "zscore",
-                  augmentation: augment.AugmentConfig | None = None
+                  augmentation: augment.AugmentConfig | None = None,
+                  shard_index: int = 0, num_shards: int = 1
                   ) -> tf.data.Dataset:
   """Builds the endless, seeded training stream of batches.
 
   Element `k` of the stream is frame `shuffle(k mod n)` of epoch `k // n`,
   where the shuffle is a stateless permutation seeded by `(seed, epoch)`, and
-  its augmentation is seeded by `(seed, k)`. Batch `s` holds elements
-  `s * batch_size` to `(s + 1) * batch_size - 1`, so starting at
+  its augmentation is seeded by `(seed, k)`. Global batch `s` contains
+  elements `s * batch_size` to `(s + 1) * batch_size - 1`, so starting at
   `start_step` reproduces the stream of an uninterrupted run exactly.
+
+  With `num_shards > 1` (one shard per host) this returns only rows
+  `shard_index * batch_size / num_shards` onwards of each global batch, in
+  batches of `batch_size / num_shards`.
   """
+  if batch_size % num_shards:
+    raise ValueError(f"Batch size {batch_size} does not divide into "
+                     f"{num_shards} host shards.")
+  local_size = batch_size // num_shards
   if len(frames) == 0:
     raise ValueError("The train split has no frames: check "
                      "data.train_subjects and data.manual_dir.")
@@ -181,11 +207,17 @@ def train_dataset(frames: Frames, *, batch_size: int, seed: int,
     return {"image": image, "label": label,
             "valid": tf.constant(1.0, tf.float32)}
 
-  first = tf.constant(start_step * batch_size, tf.int64)
+  def global_position(local_position):
+    step = local_position // local_size
+    row = local_position % local_size
+    return step * batch_size + shard_index * local_size + row
+
+  first = tf.constant(start_step * local_size, tf.int64)
   dataset = tf.data.Dataset.range(first, tf.int64.max)
-  dataset = dataset.map(make_example, num_parallel_calls=tf.data.AUTOTUNE,
+  dataset = dataset.map(lambda k: make_example(global_position(k)),
+                        num_parallel_calls=tf.data.AUTOTUNE,
                         deterministic=True)
-  return dataset.batch(batch_size, drop_remainder=True).prefetch(2)
+  return dataset.batch(local_size, drop_remainder=True).prefetch(2)
 
 
 def eval_batches(frames: Frames, *, batch_size: int,
