@@ -585,7 +585,8 @@ def worker_main(description: str) -> None:
   except Exception as error:  # pylint: disable=broad-except
     reply({"error": f"{type(error).__name__}: {error}"})
     return
-  reply({"ready": True, "rss_after_setup_kib": _current_rss_kib()})
+  # Libraries, model, optimizer state and batch, before anything compiles.
+  reply({"ready": True, "initial_rss_kib": _current_rss_kib()})
 
   for line in sys.stdin:
     command = json.loads(line)
@@ -802,8 +803,10 @@ def tasks_of(kind: str) -> tuple[str, ...]:
 def run_benchmark(args: argparse.Namespace, specs: list[dict[str, Any]],
                   settings: dict[str, Any]) -> dict[str, Any]:
   """Starts the workers, sets them up one at a time, then runs them in turns."""
-  report = {"load_start": os.getloadavg(), "workers": {}, "notes": [],
-            "idle_timeouts": 0}
+  report = {
+      "date": datetime.datetime.now().astimezone().isoformat(
+          timespec="seconds"),
+      "load_start": os.getloadavg(), "workers": {}, "idle_timeouts": 0}
   with tempfile.TemporaryDirectory(prefix="throughput_logs_") as folder:
     workers = []
     try:
@@ -899,10 +902,10 @@ def format_number(value, pattern: str = "{:.2f}") -> str:
   return "n/a" if value is None else pattern.format(value)
 
 
-def print_report(args, report, settings, machine, specs) -> None:
-  """Prints the settings, the table and the ratios; the ratio line is last."""
+def print_settings(args, report, settings, machine) -> None:
+  """Prints date, command, machine, packages, model, steps and load."""
   batch_size = settings["batch_size"]
-  print(f"date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}")
+  print(f"date: {report['date']} (start)")
   print(f"command: {' '.join([pathlib.Path(sys.executable).name, *sys.argv])}")
   print(f"machine: {machine['cores']} cores ({machine['cpu_model']}), "
         f"{machine['memory_gib']} GiB memory, Python {machine['python']}")
@@ -911,67 +914,80 @@ def print_report(args, report, settings, machine, specs) -> None:
   print(f"model: U-Net depth {settings['depth']}, base_features "
         f"{settings['base_features']}, {settings['normalization']} norm, "
         f"dropout {settings['dropout_rate']}, {settings['upsampling']} "
-        f"up-sampling, {settings['num_classes']} classes; input "
+        f"up-sampling, {settings['num_classes']} classes. Input "
         f"{settings['image_size'][0]}x{settings['image_size'][1]}x1, batch "
-        f"{batch_size}; loss soft Dice + cross-entropy; Adam "
-        f"{settings['learning_rate']:g}, clipping {settings['gradient_clip_norm']:g}")
+        f"{batch_size}. Loss soft Dice + cross-entropy, Adam "
+        f"{settings['learning_rate']:g}, gradient clipping "
+        f"{settings['gradient_clip_norm']:g}.")
   print(f"steps: first step timed alone, {args.warmup_steps} warm-up, then "
         f"{args.rounds} rounds of {args.chunk_steps} timed steps per task and "
         f"implementation ({args.rounds * args.chunk_steps} in all), "
         "implementations in turns")
-  print(f"threads: torch.set_num_threads({num_cores()}); XLA keeps its own "
-        "intra-op thread pool (no JAX option sets its size), see "
-        "`XLA threads` below")
-  print(f"load average (1, 5, 15 min): start {format_load(report['load_start'])}, "
-        f"end {format_load(report['load_end'])}")
+  print(f"threads: torch.set_num_threads({num_cores()}). XLA sizes its own "
+        "intra-op thread pool (no JAX option sets it), see `XLA threads` "
+        "below.")
+  print(f"load average (1, 5, 15 min): start {format_load(report['load_start'])}"
+        f", end {format_load(report['load_end'])}")
   if report["load_start"][0] > 0.5 * num_cores():
     print("NOTE: the 1-minute load average was above half the core count at "
-          "the start: other work shared the CPU, rerun when it is idle.")
+          "the start, so other work shared the CPU. Rerun when it is idle.")
   if report["idle_timeouts"]:
     print(f"NOTE: {report['idle_timeouts']} chunks started while a worker "
           "was still busy after 20 s of waiting.")
-  for note in report["notes"]:
-    print(f"NOTE: {note}")
   print()
 
+
+def table_row(spec: dict[str, Any], worker: dict[str, Any],
+              batch_size: int) -> tuple[str, ...]:
+  """Formats one implementation's row of the results table."""
+  setup = worker.get("setup", {})
+  infer = summarize(worker, "infer", batch_size)
+  train_rate = None
+  if spec["kind"] == "pipeline":
+    train = summarize(worker, "pipeline", batch_size)
+    train_rate = train and train["images_per_s_steady"]
+  elif spec["kind"] == "jax_tfdata":
+    train = summarize(worker, "train", batch_size)
+    train_rate = train and train["images_per_s_steady"]
+  else:
+    train = summarize(worker, "train", batch_size)
+    train_rate = train and train["images_per_s"]
+  return (
+      spec["label"],
+      format_number(train_rate),
+      format_number(infer and infer["images_per_s"]),
+      format_number(setup.get("first_train_s"), "{:.1f}"),
+      format_number(setup.get("first_infer_s"), "{:.1f}"),
+      format_number(peak_rss_mib(worker), "{:.0f}"),
+      format_number(worker["ready"]["initial_rss_kib"] / 1024, "{:.0f}"),
+      format_number(train and train["cores_used"]),
+      f"{format_number(train and train['iqr_percent'], '{:.0f}')}/"
+      f"{format_number(infer and infer['iqr_percent'], '{:.0f}')}")
+
+
+def print_table(report, settings, specs) -> None:
+  """Prints one row per implementation, then each worker's thread counts."""
+  batch_size = settings["batch_size"]
   header = ("implementation", "train img/s", "infer img/s", "first train s",
-            "first infer s", "peak RSS MiB", "cores used (train)",
-            "IQR % (train/infer)")
+            "first infer s", "peak RSS MiB", "initial RSS MiB",
+            "cores used (train)", "IQR % (train/infer)")
   rows = []
   for spec in specs:
     worker = report["workers"][spec["label"]]
     if worker["error"]:
-      rows.append((spec["label"], "failed", "", "", "", "", "", ""))
-      continue
-    setup = worker.get("setup", {})
-    train = summarize(worker, "train", batch_size)
-    infer = summarize(worker, "infer", batch_size)
-    if spec["kind"] == "pipeline":
-      train = summarize(worker, "pipeline", batch_size)
-    train_rate = None
-    if train:
-      train_rate = (train["images_per_s_steady"]
-                    if spec["kind"] in ("pipeline", "jax_tfdata")
-                    else train["images_per_s"])
-    rows.append((
-        spec["label"],
-        format_number(train_rate),
-        format_number(infer and infer["images_per_s"]),
-        format_number(setup.get("first_train_s"), "{:.1f}"),
-        format_number(setup.get("first_infer_s"), "{:.1f}"),
-        format_number(peak_rss_mib(worker), "{:.0f}"),
-        format_number(train and train["cores_used"]),
-        f"{format_number(train and train['iqr_percent'], '{:.0f}')}/"
-        f"{format_number(infer and infer['iqr_percent'], '{:.0f}')}"))
+      rows.append((spec["label"], "failed", *[""] * (len(header) - 2)))
+    else:
+      rows.append(table_row(spec, worker, batch_size))
   widths = [max(len(str(row[i])) for row in [header, *rows])
             for i in range(len(header))]
   for row in [header, *rows]:
     print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)))
   print("(train and infer: images/s of the median step. pipeline and "
         "jax_tfdata: images/s over the second half of each chunk, after the "
-        "prefetched batches are used up; the `train` column of `pipeline` is "
+        "prefetched batches are used up. The `train` column of `pipeline` is "
         "its output rate and `first train s` its first batch. First step: "
-        "compilation plus one step.)")
+        "compilation plus one step. Initial RSS: after imports and "
+        "initialisation, before the first step.)")
   print()
 
   for spec in specs:
@@ -985,18 +1001,23 @@ def print_report(args, report, settings, machine, specs) -> None:
       achieved = (gflop * train["images_per_s"] / batch_size
                   if gflop and train else None)
       print(f"{spec['label']}: XLA threads seen in a traced train step: "
-            f"{setup['xla_intra_op_threads']}; XLA cost analysis: "
+            f"{setup['xla_intra_op_threads']}. XLA cost analysis: "
             f"{format_number(gflop, '{:.1f}')} GFLOP per train step, "
-            f"{format_number(achieved, '{:.1f}')} GFLOP/s achieved")
+            f"{format_number(achieved, '{:.1f}')} GFLOP/s achieved.")
     if "torch_threads" in setup:
       print(f"{spec['label']}: torch.get_num_threads() = "
             f"{setup['torch_threads']}")
 
+
+def print_ratios(args, report, settings, specs) -> None:
+  """Prints the pipeline's margin and the JAX/PyTorch ratios, last line last."""
+  batch_size = settings["batch_size"]
   rates = {}
   for spec in specs:
     worker = report["workers"][spec["label"]]
     if worker["error"]:
       continue
+    # The first worker of each kind is the one compared.
     rates.setdefault(spec["kind"], {
         "train": summarize(worker, "pipeline" if spec["kind"] == "pipeline"
                            else "train", batch_size),
@@ -1004,11 +1025,12 @@ def print_report(args, report, settings, machine, specs) -> None:
   if "pipeline" in rates and "jax" in rates and rates["jax"]["train"]:
     produced = rates["pipeline"]["train"]["images_per_s_steady"]
     consumed = rates["jax"]["train"]["images_per_s"]
-    print(f"tf.data pipeline: {produced:.2f} img/s with augmentation, alone "
-          f"on the machine; the jax train step consumes {consumed:.2f} img/s "
-          f"(pipeline/train = {produced / consumed:.2f}). Both share the "
-          "same cores in training, see jax_tfdata.")
-  print(f"load average (1, 5, 15 min) at the end: {format_load(report['load_end'])}")
+    print(f"tf.data pipeline: {produced:.2f} img/s with augmentation, "
+          "measured while no other worker ran. The jax train step consumes "
+          f"{consumed:.2f} img/s (pipeline/train = {produced / consumed:.2f})."
+          " In training both share the cores, see jax_tfdata.")
+  print("load average (1, 5, 15 min) at the end: "
+        f"{format_load(report['load_end'])}")
 
   def ratio(kind: str, task: str) -> str:
     jax_rate = rates.get("jax", {}).get(task)
@@ -1020,10 +1042,10 @@ def print_report(args, report, settings, machine, specs) -> None:
   if "torch_compile" in rates:
     print(f"ratio jax/torch.compile: train={ratio('torch_compile', 'train')} "
           f"infer={ratio('torch_compile', 'infer')}")
-  elif not any(spec["kind"] == "torch_compile" for spec in specs):
-    print("torch.compile: not run" + (
-        " (--quick leaves it out: its compilation alone takes minutes on 2 "
-        "cores)" if args.quick else ""))
+  elif args.quick and not args.impl:
+    print("torch.compile: not run, because --quick leaves it out. Compiling "
+          "its train and inference steps takes longer than all timed steps "
+          "of --quick together.")
   print(f"ratio jax/pytorch: train={ratio('torch_eager', 'train')} "
         f"infer={ratio('torch_eager', 'infer')}")
 
@@ -1168,7 +1190,9 @@ def main(argv: list[str]) -> None:
     args.json_output.write_text(json.dumps(
         {"machine": machine, "settings": settings, "report": report},
         indent=1))
-  print_report(args, report, settings, machine, specs)
+  print_settings(args, report, settings, machine)
+  print_table(report, settings, specs)
+  print_ratios(args, report, settings, specs)
 
 
 if __name__ == "__main__":
