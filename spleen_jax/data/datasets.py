@@ -5,6 +5,7 @@ import logging
 import ml_collections
 import tensorflow_datasets as tfds
 
+from spleen_jax.data import folder_us
 from spleen_jax.data import input_pipeline
 from spleen_jax.data import splits as splits_lib
 from spleen_jax.data.abdomen_us import abdomen_us_dataset_builder
@@ -14,7 +15,8 @@ SUBJECT_PREFIX = "subject_"
 # Values of `data.name`.
 ABDOMEN_US = "abdomen_us"
 US_PHANTOM = "us_phantom"
-DATASET_NAMES = (ABDOMEN_US, US_PHANTOM)
+FOLDER = "folder"
+DATASET_NAMES = (ABDOMEN_US, US_PHANTOM, FOLDER)
 
 
 def prepare_builder(data_config: ml_collections.ConfigDict
@@ -22,7 +24,9 @@ def prepare_builder(data_config: ml_collections.ConfigDict
   """Builds the dataset named by `data.name` unless it is prepared.
 
   `abdomen_us` reads the release in `data.manual_dir`; `us_phantom`
-  simulates the frames of the builder config `data.phantom_config`.
+  simulates the frames of the builder config `data.phantom_config`;
+  `folder` converts the folder of `data.folder.root`, again whenever its
+  files change (see `folder_us.preparation`).
 
   Raises:
     ValueError / FileNotFoundError: `data.name` is unknown, or
@@ -36,6 +40,8 @@ def prepare_builder(data_config: ml_collections.ConfigDict
   data_dir = data_config.tfds_data_dir or None
   if name == US_PHANTOM:
     return _prepare_phantom(data_config, data_dir)
+  if name == FOLDER:
+    return folder_us.prepare(data_config, data_dir)
   builder = abdomen_us_dataset_builder.Builder(data_dir=data_dir)
   manual_dir = data_config.manual_dir
   if manual_dir:
@@ -73,6 +79,10 @@ def _is_phantom(builder: tfds.core.DatasetBuilder) -> bool:
   return builder.name == US_PHANTOM
 
 
+def _is_folder(builder: tfds.core.DatasetBuilder) -> bool:
+  return builder.name == folder_us.NAME
+
+
 def _phantom_subjects(builder: tfds.core.DatasetBuilder
                       ) -> dict[str, tuple[str, ...]]:
   """Reads the subject ids of each phantom split; every frame is a subject."""
@@ -100,9 +110,12 @@ def assign_subjects(builder: tfds.core.DatasetBuilder,
 
   The phantom's splits are fixed by its builder config, so for `us_phantom`
   this returns the subjects of each split and ignores the subject settings.
+  A folder's splits.csv, if it has one, fixes its splits.
   """
   if _is_phantom(builder):
     return _phantom_subjects(builder)
+  if _is_folder(builder):
+    return folder_us.assign_subjects(builder, data_config)
   return splits_lib.assign_subjects(
       annotated_subjects(builder),
       train_subjects=data_config.train_subjects,
@@ -127,9 +140,17 @@ def load_split(builder: tfds.core.DatasetBuilder,
   Raises:
     ValueError: the split has no subject, so no frames.
   """
-  if _is_phantom(builder):
+  if _is_folder(builder):
+    if not subjects:
+      raise ValueError(
+          f"The {split} split of the folder is empty: raise "
+          f"data.{split}_fraction, list subjects in data.{split}_subjects, "
+          "or give frames that split in the folder's splits.csv.")
+    examples = folder_us.examples(builder, subjects)
+  elif _is_phantom(builder):
     # Each phantom split is a TFDS split of the same name.
-    expression = split
+    examples = tfds.as_numpy(builder.as_dataset(split=split,
+                                                shuffle_files=False))
   elif not subjects:
     raise ValueError(
         f"The {split} split is empty: no subject is assigned to it. Set "
@@ -137,9 +158,10 @@ def load_split(builder: tfds.core.DatasetBuilder,
         f"subjects: {annotated_subjects(builder)}).")
   else:
     expression = "+".join(f"{SUBJECT_PREFIX}{s}" for s in subjects)
-  dataset = builder.as_dataset(split=expression, shuffle_files=False)
+    examples = tfds.as_numpy(builder.as_dataset(split=expression,
+                                                shuffle_files=False))
   frames = input_pipeline.load_frames(
-      tfds.as_numpy(dataset), data_config.classes,
+      examples, data_config.classes,
       tuple(data_config.image_size), keep_originals=keep_originals)
   logging.info("Loaded %d frames of the %s split (subjects %s).", len(frames),
                split, ", ".join(subjects))
