@@ -46,6 +46,15 @@ def get_config() -> ml_collections.ConfigDict:
   # train_subjects and validation_subjects. 0 turns it off.
   config.data.num_folds = 0
   config.data.fold = 0
+  # Foreground-aware sampling: this share of each batch comes from the train
+  # frames that show `data.foreground_class` (empty: train.target_class, or
+  # the first class when that is `mean`), and each such row is zoomed into a
+  # window of `foreground_crop_scale` times the frame around the organ with
+  # probability `foreground_crop_probability`. 0 turns either off.
+  config.data.foreground_fraction = 0.0
+  config.data.foreground_class = ""
+  config.data.foreground_crop_probability = 0.0
+  config.data.foreground_crop_scale = 0.5
 
   # Train-only augmentation; 0 turns a transform off.
   config.augment = ml_collections.ConfigDict()
@@ -80,6 +89,14 @@ def get_config() -> ml_collections.ConfigDict:
   config.loss.dice_reduction = "batch"
   config.loss.dice_include_background = False
   config.loss.dice_smooth = 1.0
+  # Tversky weights of false positives (alpha) and false negatives (beta) in
+  # the Dice term; 0.5 and 0.5 is the soft Dice. beta > alpha favours recall.
+  config.loss.tversky_alpha = 0.5
+  config.loss.tversky_beta = 0.5
+  # Cross-entropy weight of each class, background first; () weighs all 1.
+  config.loss.class_weights = ()
+  # Focal exponent of the cross-entropy; 0 is plain cross-entropy.
+  config.loss.focal_gamma = 0.0
 
   config.train = ml_collections.ConfigDict()
   config.train.batch_size = 8
@@ -102,6 +119,22 @@ def get_config() -> ml_collections.ConfigDict:
   # Validations without improvement before stopping; 0 turns it off.
   config.train.early_stopping_patience = 8
   config.train.early_stopping_min_delta = 0.001
+
+  # Mean-teacher semi-supervised training on the `unlabeled` frames of the
+  # subjects outside the validation and test splits (see
+  # spleen_jax/core/semi_supervised.py).
+  config.semi = ml_collections.ConfigDict()
+  config.semi.enabled = False
+  config.semi.batch_size = 8
+  config.semi.weight = 1.0
+  config.semi.rampup_steps = 100
+  config.semi.ema_decay = 0.99
+  # `pseudo_label` or `consistency`.
+  config.semi.loss = "pseudo_label"
+  config.semi.confidence = 0.9
+  # The student's view scales brightness, contrast, gamma and noise of
+  # `augment` by this factor; the teacher's view has geometry only.
+  config.semi.strong_scale = 2.0
 
   config.eval = ml_collections.ConfigDict()
   # `train`, `validation` or `test`. Only subjects `a` and `b` of the shared

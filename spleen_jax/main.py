@@ -1,4 +1,4 @@
-"""Command-line entry point: train or evaluate a spleen_jax run.
+"""Command-line entry point: train, evaluate or pretrain a spleen_jax run.
 
   python -m spleen_jax.main --config configs/base.py --workdir runs/base \
       --config.data.manual_dir=PATH
@@ -22,6 +22,7 @@ from ml_collections import config_flags
 import tensorflow as tf
 
 from spleen_jax import evaluate
+from spleen_jax import pretrain
 from spleen_jax import run_config
 from spleen_jax import train
 
@@ -29,10 +30,13 @@ FLAGS = flags.FLAGS
 
 flags.DEFINE_string("workdir", None, "Folder of the run: checkpoints, logs, "
                     "TensorBoard events and reports.")
-flags.DEFINE_enum("mode", "train", ["train", "evaluate", "train_and_evaluate"],
+flags.DEFINE_enum("mode", "train",
+                  ["train", "evaluate", "train_and_evaluate", "pretrain"],
                   "`train` trains (and resumes); `evaluate` restores the best "
                   "checkpoint and scores eval.split; `train_and_evaluate` "
-                  "does both.")
+                  "does both; `pretrain` runs self-supervised masked "
+                  "reconstruction on unlabelled frames (configs/"
+                  "ssl_pretrain.py), for a later run's init_from.")
 flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() "
                   "first, for jobs of several hosts (SLURM, Cloud TPU); it "
                   "reads the coordinator and process ids from the "
@@ -71,6 +75,8 @@ def main(argv):
   config = FLAGS.config
   if FLAGS.restart and FLAGS.mode != "evaluate":
     run_config.archive_run(pathlib.Path(FLAGS.workdir))
+  if FLAGS.mode == "pretrain":
+    print(json.dumps(pretrain.pretrain(config, FLAGS.workdir), indent=2))
   if FLAGS.mode in ("train", "train_and_evaluate"):
     train.train_and_evaluate(config, FLAGS.workdir)
   if FLAGS.mode in ("evaluate", "train_and_evaluate"):

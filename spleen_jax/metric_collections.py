@@ -51,6 +51,24 @@ class SegmentationMetrics(clu_metrics.Collection):
   confusion: ConfusionCounts
 
 
+@flax.struct.dataclass
+class SemiSupervisedMetrics(clu_metrics.Collection):
+  """`SegmentationMetrics` plus the terms of mean-teacher training.
+
+  clu collects the fields of the class itself only, so the shared ones are
+  listed again.
+  """
+
+  loss: _example_average("loss")
+  dice_loss: _example_average("dice_loss")
+  cross_entropy: _example_average("cross_entropy")
+  confusion: ConfusionCounts
+  supervised_loss: _example_average("supervised_loss")
+  unlabeled_loss: _example_average("unlabeled_loss")
+  unlabeled_weight: _example_average("unlabeled_weight")
+  confident_fraction: _example_average("confident_fraction")
+
+
 def summarize(metrics: SegmentationMetrics,
               class_names: tuple[str, ...]) -> dict[str, float]:
   """Flattens a collection into scalars for writers and early stopping.

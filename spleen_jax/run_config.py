@@ -28,10 +28,21 @@ COMPATIBLE_KEYS = (
 
 # Keys added to the configs after runs were saved without them, and the value
 # that such a run implicitly used: those runs had no cross-validation, no
-# init_from, and trained on the AbdomenUS frames in float32.
+# init_from, no foreground sampling, Tversky, class weights, focal term or
+# semi-supervised training, and trained on the AbdomenUS frames in float32.
 IMPLIED_VALUES = {"data.num_folds": 0, "data.fold": 0,
                   "data.name": "abdomen_us", "data.phantom_config": "default",
-                  "model.dtype": "float32", "init_from": ""}
+                  "model.dtype": "float32", "init_from": "",
+                  "data.foreground_fraction": 0.0,
+                  "data.foreground_class": "",
+                  "data.foreground_crop_probability": 0.0,
+                  "data.foreground_crop_scale": 0.5,
+                  "loss.tversky_alpha": 0.5, "loss.tversky_beta": 0.5,
+                  "loss.class_weights": [], "loss.focal_gamma": 0.0,
+                  "semi.enabled": False, "semi.batch_size": 8,
+                  "semi.weight": 1.0, "semi.rampup_steps": 100,
+                  "semi.ema_decay": 0.99, "semi.loss": "pseudo_label",
+                  "semi.confidence": 0.9, "semi.strong_scale": 2.0}
 
 
 def flatten(config: ml_collections.ConfigDict | dict,

@@ -15,8 +15,10 @@ from clu import metric_writers
 from clu import parameter_overview
 from clu import periodic_actions
 import jax
+from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
 from spleen_jax import checkpoints as checkpoints_lib
 from spleen_jax import init_from as init_from_lib
@@ -24,6 +26,7 @@ from spleen_jax import metric_collections
 from spleen_jax import run_config
 from spleen_jax.core import early_stopping
 from spleen_jax.core import model as model_lib
+from spleen_jax.core import semi_supervised
 from spleen_jax.core import sharding
 from spleen_jax.core import steps
 from spleen_jax.data import augment
@@ -84,6 +87,46 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if config.model.get("dtype", "float32") not in ("float32", "bfloat16"):
     raise ValueError(f"Unknown model.dtype {config.model.dtype!r}: choose "
                      "float32 or bfloat16.")
+  foreground_class_id(config)
+  if not 0.0 <= config.data.get("foreground_fraction", 0.0) <= 1.0:
+    raise ValueError("data.foreground_fraction must lie in [0, 1], got "
+                     f"{config.data.foreground_fraction}.")
+  if not 0.0 < config.data.get("foreground_crop_scale", 0.5) <= 1.0:
+    raise ValueError("data.foreground_crop_scale must lie in (0, 1], got "
+                     f"{config.data.foreground_crop_scale}.")
+  class_weights = config.loss.get("class_weights", ())
+  if class_weights and len(class_weights) != len(class_names(config)):
+    raise ValueError(
+        f"loss.class_weights has {len(class_weights)} values for the "
+        f"{len(class_names(config))} classes {class_names(config)}: give one "
+        "weight per class, background first, or ().")
+  if semi_enabled(config):
+    if config.semi.loss not in semi_supervised.UNLABELED_LOSSES:
+      raise ValueError(
+          f"Unknown semi.loss {config.semi.loss!r}: choose from "
+          f"{', '.join(semi_supervised.UNLABELED_LOSSES)}.")
+    sharding.check_batch_size(config.semi.batch_size, mesh, "semi.batch_size")
+
+
+def semi_enabled(config: ml_collections.ConfigDict) -> bool:
+  return "semi" in config and bool(config.semi.enabled)
+
+
+def foreground_class_id(config: ml_collections.ConfigDict) -> int:
+  """Training class id that foreground sampling and collapse checks follow.
+
+  `data.foreground_class`, else `train.target_class`, else (for `mean`) the
+  first class.
+  """
+  name = config.data.get("foreground_class", "") or config.train.target_class
+  if name == "mean":
+    name = config.data.classes[0]
+  if name not in config.data.classes:
+    raise ValueError(
+        f"data.foreground_class {name!r} is not in data.classes "
+        f"{tuple(config.data.classes)}: pick one of them, or '' for "
+        "train.target_class.")
+  return 1 + tuple(config.data.classes).index(name)
 
 
 def create_model(config: ml_collections.ConfigDict) -> model_lib.UNet:
@@ -114,11 +157,52 @@ def create_train_state(config: ml_collections.ConfigDict,
   state = steps.create_train_state(
       create_model(config), jax.random.PRNGKey(config.seed),
       (height, width, 1), optimizer)
+  if semi_enabled(config):
+    state = semi_supervised.attach_teacher(state)
   return sharding.replicate(state, mesh or sharding.make_mesh())
 
 
 def loss_config(config: ml_collections.ConfigDict) -> steps.LossConfig:
-  return steps.LossConfig(**config.loss.to_dict())
+  options = config.loss.to_dict()
+  options["class_weights"] = tuple(options.get("class_weights", ()))
+  return steps.LossConfig(**options)
+
+
+def semi_config(config: ml_collections.ConfigDict
+                ) -> semi_supervised.SemiConfig:
+  fields = {f.name for f in dataclasses.fields(semi_supervised.SemiConfig)}
+  return semi_supervised.SemiConfig(
+      **{k: v for k, v in config.semi.items() if k in fields})
+
+
+def foreground_sampling(config: ml_collections.ConfigDict
+                        ) -> input_pipeline.ForegroundSampling | None:
+  if not config.data.get("foreground_fraction", 0.0):
+    return None
+  return input_pipeline.ForegroundSampling(
+      class_id=foreground_class_id(config),
+      fraction=config.data.foreground_fraction,
+      crop_probability=config.data.foreground_crop_probability,
+      crop_scale=config.data.foreground_crop_scale)
+
+
+def unlabeled_views(config: ml_collections.ConfigDict
+                    ) -> tuple[augment.AugmentConfig, augment.AugmentConfig]:
+  """Augmentation of the teacher's (weak) and student's (strong) views.
+
+  The weak view keeps the geometry of `augment` and no intensity change; the
+  strong view scales the intensity changes and noise by `semi.strong_scale`.
+  """
+  base = augment_config(config) or augment.AugmentConfig(
+      rotation_degrees=0.0, scale=0.0, translation=0.0, flip_probability=0.0)
+  weak = dataclasses.replace(base, brightness=0.0, contrast=0.0, gamma=0.0,
+                             noise_std=0.0)
+  factor = config.semi.strong_scale
+  strong = dataclasses.replace(
+      base, brightness=base.brightness * factor,
+      contrast=min(base.contrast * factor, 0.9), gamma=base.gamma * factor,
+      noise_std=base.noise_std * factor)
+  return weak, strong
 
 
 def augment_config(config: ml_collections.ConfigDict
@@ -142,15 +226,70 @@ def make_train_step(config: ml_collections.ConfigDict):
   return jax.jit(train_step, donate_argnums=0)
 
 
+def make_semi_supervised_train_step(config: ml_collections.ConfigDict):
+  """Jits one mean-teacher step on a labelled and an unlabelled batch."""
+  losses = loss_config(config)
+  semi = semi_config(config)
+
+  def train_step(state, batch, unlabeled):
+    state, outputs = semi_supervised.train_step(state, batch, unlabeled,
+                                                losses, semi)
+    return state, (metric_collections.SemiSupervisedMetrics
+                   .single_from_model_output(**outputs))
+
+  return jax.jit(train_step, donate_argnums=0)
+
+
 def make_eval_step(config: ml_collections.ConfigDict):
+  """Jits the validation step: metric collection and per-frame pixel counts."""
   losses = loss_config(config)
 
   def eval_step(state, batch):
     outputs = steps.eval_step(state, batch, losses)
-    return metric_collections.SegmentationMetrics.single_from_model_output(
-        **outputs)
+    return (metric_collections.SegmentationMetrics.single_from_model_output(
+        **outputs), outputs["frame_pixels"])
 
   return jax.jit(eval_step)
+
+
+def collapse_scores(frame_pixels, frames: input_pipeline.Frames,
+                    config: ml_collections.ConfigDict) -> dict[str, float]:
+  """Finds frames of each class whose prediction is empty or spurious.
+
+  Logs a warning naming the frames that contain a class while the model
+  predicts no pixel of it: the collapse to background that few labelled
+  frames invite.
+
+  Args:
+    frame_pixels: `[n, classes, 2]` predicted and true pixel counts per
+      frame (see `steps.frame_pixel_counts`), padding removed.
+    frames: the frames, for their names.
+    config: the run's config, for the class names.
+
+  Returns:
+    For each foreground class `c`:
+      `empty_on_positive_c`: the fraction of frames with `c` whose
+        prediction has none of it, NaN when no frame shows `c`.
+      `positive_frames_c`: the number of frames with `c`.
+      `false_positive_frames_c`: the number of frames without `c` whose
+        prediction has some.
+  """
+  scores = {}
+  for class_id, name in enumerate(config.data.classes, start=1):
+    predicted = frame_pixels[:, class_id, 0]
+    present = frame_pixels[:, class_id, 1] > 0
+    empty = present & (predicted == 0)
+    scores[f"positive_frames_{name}"] = int(present.sum())
+    scores[f"empty_on_positive_{name}"] = (
+        float(empty.sum() / present.sum()) if present.any() else float("nan"))
+    scores[f"false_positive_frames_{name}"] = int(
+        ((~present) & (predicted > 0)).sum())
+    if empty.any():
+      logging.warning(
+          "Collapse: no %s pixel predicted on %d of %d validation frames that "
+          "show it: %s.", name, empty.sum(), present.sum(),
+          ", ".join(f for f, e in zip(frames.file_names, empty) if e))
+  return scores
 
 
 def evaluate_frames(eval_step, state: steps.TrainState,
@@ -158,16 +297,26 @@ def evaluate_frames(eval_step, state: steps.TrainState,
                     config: ml_collections.ConfigDict,
                     mesh: jax.sharding.Mesh | None = None
                     ) -> dict[str, float]:
-  """Scores every frame of a split and returns the summary scalars."""
+  """Scores every frame of a split and returns the summary scalars.
+
+  The scalars are those of `metric_collections.summarize` and of
+  `collapse_scores`.
+  """
   mesh = mesh or sharding.make_mesh()
   merged = None
+  frame_pixels = []
   for batch in input_pipeline.eval_batches(
       frames, batch_size=config.eval.batch_size,
       normalization=config.data.normalization):
+    valid = batch["valid"] > 0
     batch = sharding.shard_batch(sharding.local_rows(batch), mesh)
-    update = eval_step(state, batch)
+    update, pixels = eval_step(state, batch)
     merged = update if merged is None else merged.merge(update)
-  return metric_collections.summarize(merged, class_names(config))
+    pixels = multihost_utils.process_allgather(pixels, tiled=True)
+    frame_pixels.append(np.asarray(pixels)[valid])
+  scores = metric_collections.summarize(merged, class_names(config))
+  scores.update(collapse_scores(np.concatenate(frame_pixels), frames, config))
+  return scores
 
 
 def _write_json(path: pathlib.Path, content: dict[str, Any]) -> None:
@@ -226,6 +375,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     stopped_early = bool(progress.get("stopped_early", False))
   state = init_from_lib.initialize_from_run(state, config)
   initial_step = int(state.step)
+  if semi_enabled(config) and initial_step == 0:
+    # The teacher starts from the student's initial (or init_from) weights.
+    state = semi_supervised.attach_teacher(state)
 
   writer = metric_writers.create_default_writer(
       workdir, just_logging=jax.process_index() > 0)
@@ -246,13 +398,31 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
             "stopped_early": stopped_early}
 
   _, schedule = create_optimizer(config)
-  train_step = make_train_step(config)
   eval_step = make_eval_step(config)
   train_iterator = input_pipeline.train_dataset(
       train_frames, batch_size=config.train.batch_size, seed=config.seed,
       start_step=initial_step, normalization=config.data.normalization,
-      augmentation=augment_config(config), shard_index=jax.process_index(),
+      augmentation=augment_config(config),
+      foreground=foreground_sampling(config),
+      shard_index=jax.process_index(),
       num_shards=jax.process_count()).as_numpy_iterator()
+  if semi_enabled(config):
+    # Unlabelled frames of held-out subjects never reach training.
+    unlabeled_frames = datasets.load_unlabeled(
+        builder, config.data,
+        exclude_subjects=subjects["validation"] + subjects["test"])
+    weak, strong = unlabeled_views(config)
+    unlabeled_iterator = input_pipeline.unlabeled_dataset(
+        unlabeled_frames, batch_size=config.semi.batch_size,
+        seed=config.seed, start_step=initial_step,
+        normalization=config.data.normalization, weak=weak, strong=strong,
+        shard_index=jax.process_index(),
+        num_shards=jax.process_count()).as_numpy_iterator()
+    semi_step = make_semi_supervised_train_step(config)
+    train_step = lambda state, batch: semi_step(
+        state, batch, sharding.shard_batch(next(unlabeled_iterator), mesh))
+  else:
+    train_step = make_train_step(config)
 
   last_step = config.train.num_steps
   if config.train.max_steps_per_run > 0:
@@ -304,6 +474,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                      stopper.best_step)
         if is_best:
           summary["best_validation"] = scores
+        summary["last_validation"] = {"step": step, **scores}
         checkpoints.save(step, state, stopper, is_best,
                          extra={"stopped_early": stopped_early,
                                 "validation": scores})
@@ -326,8 +497,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       "last_step": int(state.step),
       "stopped_early": stopped_early,
   })
-  if "best_validation" not in summary and "best_validation" in previous:
-    summary["best_validation"] = previous["best_validation"]
+  for key in ("best_validation", "last_validation"):
+    if key not in summary and key in previous:
+      summary[key] = previous[key]
   if is_chief:
     _write_json(workdir / SUMMARY_FILE, summary)
   logging.info("Training ended at step %d; best validation %s = %.4f at step "

@@ -131,3 +131,89 @@ def test_zscore_normalization_statistics():
   batch = next(input_pipeline.eval_batches(frames, batch_size=1))
   assert float(np.mean(batch["image"])) == pytest.approx(0.0, abs=1e-5)
   assert float(np.std(batch["image"])) == pytest.approx(1.0, abs=1e-4)
+
+
+def _sparse_frames(count=6, size=32, positive=(1, 4)):
+  """Frames where only the indices in `positive` show class 1."""
+  frames = _frames(count, size)
+  frames.labels[:] = 0
+  for i in positive:
+    frames.labels[i, 10:14, 10:14] = 1
+  return frames
+
+
+def test_foreground_rows_show_the_class():
+  frames = _sparse_frames()
+  sampling = input_pipeline.ForegroundSampling(class_id=1, fraction=0.5)
+  batches = _take(input_pipeline.train_dataset(
+      frames, batch_size=4, seed=3, foreground=sampling), 6)
+  for batch in batches:
+    # Rows 0 and 1 of each batch come from the 2 frames with the class.
+    assert (batch["label"][:2] == 1).any(axis=(1, 2)).all()
+  without = _take(input_pipeline.train_dataset(frames, batch_size=4, seed=3),
+                  6)
+  shown = np.mean([(b["label"] == 1).any(axis=(1, 2)).mean() for b in without])
+  # Plain sampling shows the class in about 2 of 6 rows.
+  assert shown < 0.5
+
+
+def test_foreground_stream_resumes_at_step():
+  frames = _sparse_frames()
+  sampling = input_pipeline.ForegroundSampling(
+      class_id=1, fraction=0.5, crop_probability=0.5)
+  straight = _take(input_pipeline.train_dataset(
+      frames, batch_size=4, seed=3, foreground=sampling,
+      augmentation=augment.AugmentConfig()), 4)
+  resumed = _take(input_pipeline.train_dataset(
+      frames, batch_size=4, seed=3, foreground=sampling, start_step=2,
+      augmentation=augment.AugmentConfig()), 2)
+  for a, b in zip(straight[2:], resumed):
+    np.testing.assert_array_equal(a["image"], b["image"])
+    np.testing.assert_array_equal(a["label"], b["label"])
+
+
+def test_foreground_sampling_without_class_is_rejected():
+  frames = _sparse_frames(positive=())
+  sampling = input_pipeline.ForegroundSampling(class_id=1, fraction=0.5)
+  with pytest.raises(ValueError, match="none of the 6 train frames"):
+    input_pipeline.train_dataset(frames, batch_size=4, seed=0,
+                                 foreground=sampling)
+
+
+def test_foreground_crop_zooms_around_class():
+  label = np.zeros((32, 32), np.int32)
+  label[20:24, 4:8] = 1
+  image = label[..., None].astype(np.float32)
+  zoomed_image, zoomed_label = augment.foreground_crop(
+      image, label, 1, np.array([0, 1]), 0.5)
+  zoomed_label = np.asarray(zoomed_label)
+  # A 16x16 window around a 4x4 organ, zoomed 2x: the organ covers 8x8.
+  assert zoomed_label.shape == (32, 32)
+  assert int((zoomed_label == 1).sum()) == 64
+  assert np.asarray(zoomed_image).shape == (32, 32, 1)
+
+
+def test_foreground_crop_leaves_frame_without_class():
+  label = np.zeros((16, 16), np.int32)
+  image = np.arange(256, dtype=np.float32).reshape(16, 16, 1)
+  zoomed_image, zoomed_label = augment.foreground_crop(
+      image, label, 1, np.array([0, 1]), 0.5)
+  np.testing.assert_array_equal(np.asarray(zoomed_image), image)
+  np.testing.assert_array_equal(np.asarray(zoomed_label), label)
+
+
+def test_unlabeled_views_share_geometry():
+  frames = _frames(count=3)
+  weak = augment.AugmentConfig(brightness=0.0, contrast=0.0, gamma=0.0,
+                               noise_std=0.0)
+  # Gamma alone keeps 0 at 0, so the warp's zero padding stays visible.
+  strong = augment.AugmentConfig(brightness=0.0, contrast=0.0, gamma=0.4,
+                                 noise_std=0.0)
+  batch = _take(input_pipeline.unlabeled_dataset(
+      frames, batch_size=2, seed=1, weak=weak, strong=strong,
+      normalization="unit"), 1)[0]
+  assert batch["weak"].shape == (2, 32, 32, 1)
+  # Same geometry: the zero padding moved in by the warp is at the same
+  # pixels in both views, while the intensities differ.
+  assert not np.allclose(batch["weak"], batch["strong"])
+  np.testing.assert_array_equal(batch["weak"] == 0, batch["strong"] == 0)

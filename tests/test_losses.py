@@ -123,3 +123,61 @@ def test_dice_loss_background_option():
   assert float(without) == pytest.approx(1 - foreground)
   assert float(with_background) == pytest.approx(
       1 - (foreground + background) / 2)
+
+
+def test_tversky_weights_misses_and_false_alarms():
+  # Truth: 2 pixels; prediction: 1.0 on one of them and 1.0 on a background
+  # pixel, so soft TP = 1, FP = 1, FN = 1.
+  labels = jnp.array([[[1, 1], [0, 0]]])
+  probabilities = _probabilities([[[1.0, 0.0], [1.0, 0.0]]])
+  tversky = losses.soft_dice_per_class(probabilities, labels, smooth=0.0,
+                                       tversky_alpha=0.3, tversky_beta=0.7)
+  assert float(tversky[1]) == pytest.approx(1.0 / (1.0 + 0.3 + 0.7))
+  recall_heavy = losses.soft_dice_per_class(
+      _probabilities([[[1.0, 1.0], [1.0, 0.0]]]), labels, smooth=0.0,
+      tversky_alpha=0.3, tversky_beta=0.7)
+  # TP = 2, FP = 1, FN = 0: the false alarm costs only alpha.
+  assert float(recall_heavy[1]) == pytest.approx(2.0 / (2.0 + 0.3))
+
+
+def test_tversky_at_half_equals_dice():
+  labels = jnp.array([[[1, 0], [0, 0]]])
+  probabilities = _probabilities([[[0.8, 0.2], [0.0, 0.0]]])
+  dice = losses.soft_dice_per_class(probabilities, labels, smooth=0.0)
+  tversky = losses.soft_dice_per_class(probabilities, labels, smooth=0.0,
+                                       tversky_alpha=0.5001,
+                                       tversky_beta=0.4999)
+  assert float(tversky[1]) == pytest.approx(float(dice[1]), abs=1e-4)
+
+
+def test_class_weights_scale_cross_entropy():
+  # Logits 0 give p = 0.5 for each of 2 classes, so each pixel costs ln 2
+  # whatever its class; weights change only the normaliser's mix.
+  logits = jnp.stack([jnp.zeros((1, 1, 2)), jnp.array([[[0.0, 0.0]]])], -1)
+  labels = jnp.array([[[1, 0]]])
+  plain = losses.cross_entropy(logits, labels)
+  weighted = losses.cross_entropy(logits, labels, class_weights=(1.0, 3.0))
+  assert float(plain) == pytest.approx(math.log(2.0))
+  assert float(weighted) == pytest.approx(math.log(2.0))
+  # A confident, correct background pixel next to a 50/50 spleen pixel: the
+  # spleen weight 3 moves the mean towards the spleen pixel's ln 2.
+  logits = jnp.array([[[[0.0, 0.0], [10.0, 0.0]]]])
+  background_cost = float(jax.nn.logsumexp(jnp.array([10.0, 0.0])) - 10.0)
+  weighted = losses.cross_entropy(logits, labels, class_weights=(1.0, 3.0))
+  assert float(weighted) == pytest.approx(
+      (3.0 * math.log(2.0) + background_cost) / 4.0, rel=1e-5)
+
+
+def test_class_weights_length_is_checked():
+  logits = jnp.zeros((1, 1, 2, 2))
+  with pytest.raises(ValueError, match="3 values but the model has 2"):
+    losses.cross_entropy(logits, jnp.array([[[1, 0]]]),
+                         class_weights=(1.0, 2.0, 3.0))
+
+
+def test_focal_term_down_weights_easy_pixels():
+  # p_true = 0.5 on each pixel: focal factor (1 - 0.5)^2 = 0.25.
+  logits = jnp.zeros((1, 1, 2, 2))
+  labels = jnp.array([[[1, 0]]])
+  focal = losses.cross_entropy(logits, labels, focal_gamma=2.0)
+  assert float(focal) == pytest.approx(0.25 * math.log(2.0))

@@ -28,10 +28,13 @@ class TrainState(train_state.TrainState):
 
   The dropout key of step `s` is `fold_in(dropout_rng, s)`, so a run restored
   at step `s` draws the same dropout masks as one that never stopped.
+  `teacher` holds the `params` and `batch_stats` of the exponential moving
+  average teacher of semi-supervised training, and is None otherwise.
   """
 
   batch_stats: Any
   dropout_rng: jax.Array
+  teacher: Any = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,6 +46,10 @@ class LossConfig:
   dice_reduction: str = "batch"
   dice_include_background: bool = False
   dice_smooth: float = 1.0
+  tversky_alpha: float = 0.5
+  tversky_beta: float = 0.5
+  class_weights: tuple[float, ...] = ()
+  focal_gamma: float = 0.0
 
 
 def make_learning_rate_schedule(name: str, learning_rate: float,
@@ -92,7 +99,8 @@ def create_train_state(model: nn.Module, rng: jax.Array,
       dropout_rng=dropout_rng)
 
 
-def _pixel_weights(batch: dict[str, jax.Array]) -> jax.Array:
+def pixel_weights(batch: dict[str, jax.Array]) -> jax.Array:
+  """Returns `[n, h, w]` float32 pixel weights: 0 on padded examples."""
   valid = batch.get("valid")
   if valid is None:
     return jnp.ones(batch["label"].shape, jnp.float32)
@@ -110,7 +118,7 @@ def train_step(state: TrainState, batch: dict[str, jax.Array],
     arg-max prediction, taken before the update) and `num_examples`.
   """
   dropout_rng = jax.random.fold_in(state.dropout_rng, state.step)
-  weights = _pixel_weights(batch)
+  weights = pixel_weights(batch)
 
   def loss_fn(params):
     logits, updates = state.apply_fn(
@@ -147,7 +155,7 @@ def eval_step(state: TrainState, batch: dict[str, jax.Array],
   Returns:
     The same outputs as `train_step`, without a state update.
   """
-  weights = _pixel_weights(batch)
+  weights = pixel_weights(batch)
   logits = predict_logits(state, batch["image"])
   outputs = losses.segmentation_loss(
       logits, batch["label"], weights, **dataclasses.asdict(loss_config))
@@ -155,4 +163,23 @@ def eval_step(state: TrainState, batch: dict[str, jax.Array],
       jnp.argmax(logits, axis=-1), batch["label"], logits.shape[-1], weights)
   outputs["num_examples"] = jnp.sum(batch.get("valid", jnp.ones(
       batch["label"].shape[:1])))
+  outputs["frame_pixels"] = frame_pixel_counts(logits, batch["label"])
   return outputs
+
+
+def frame_pixel_counts(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  """Counts each frame's predicted and true pixels of every class.
+
+  Args:
+    logits: `[n, h, w, c]` float.
+    labels: `[n, h, w]` int class ids.
+
+  Returns:
+    `[n, c, 2]` int32: arg-max predicted pixels, then true pixels.
+  """
+  num_classes = logits.shape[-1]
+  predicted = jax.nn.one_hot(jnp.argmax(logits, axis=-1), num_classes,
+                             dtype=jnp.int32)
+  truth = jax.nn.one_hot(labels, num_classes, dtype=jnp.int32)
+  return jnp.stack([jnp.sum(predicted, axis=(1, 2)),
+                    jnp.sum(truth, axis=(1, 2))], axis=-1)

@@ -114,3 +114,48 @@ def augment_intensity(image: tf.Tensor, seed: tf.Tensor,
 def add_noise(image: tf.Tensor, seed: tf.Tensor, std: float) -> tf.Tensor:
   """Adds Gaussian noise of standard deviation `std`."""
   return image + std * tf.random.stateless_normal(tf.shape(image), seed)
+
+
+def foreground_crop(image: tf.Tensor, label: tf.Tensor, class_id: int,
+                    seed: tf.Tensor, scale: float
+                    ) -> tuple[tf.Tensor, tf.Tensor]:
+  """Zooms into a window around a random pixel of `class_id`.
+
+  The window is `scale` times the frame's height and width, centred on a
+  pixel of the class drawn with `seed` and moved inside the frame where it
+  would cross an edge; it is resized back to the frame's size (bilinear for
+  the image, nearest for the labels). A frame without the class is returned
+  unchanged.
+
+  Args:
+    image: `[h, w, 1]` float32.
+    label: `[h, w]` int32 class ids.
+    class_id: training class id to zoom into.
+    seed: `[2]` int seed.
+    scale: window size as a fraction of the frame, in (0, 1].
+
+  Returns:
+    The zoomed image and label map, same shapes and dtypes.
+  """
+  height, width = image.shape[0], image.shape[1]
+  window_height = max(1, round(scale * height))
+  window_width = max(1, round(scale * width))
+  pixels = tf.where(tf.equal(label, class_id))
+  count = tf.shape(pixels, out_type=tf.int64)[0]
+  pick = tf.random.stateless_uniform(
+      [], seed, 0, tf.maximum(count, 1), dtype=tf.int64)
+  centre = tf.gather(tf.concat([pixels, [[height // 2, width // 2]]], 0),
+                     tf.where(count > 0, pick, count))
+  top = tf.clip_by_value(centre[0] - window_height // 2, 0,
+                         height - window_height)
+  left = tf.clip_by_value(centre[1] - window_width // 2, 0,
+                          width - window_width)
+
+  def zoom(values, method):
+    window = values[top:top + window_height, left:left + window_width]
+    return tf.image.resize(window, (height, width), method=method)
+
+  zoomed_image = zoom(image, "bilinear")
+  zoomed_label = tf.cast(zoom(label[..., None], "nearest")[..., 0], tf.int32)
+  return (tf.where(count > 0, zoomed_image, image),
+          tf.where(count > 0, zoomed_label, label))

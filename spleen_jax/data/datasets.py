@@ -167,3 +167,45 @@ def load_split(builder: tfds.core.DatasetBuilder,
                split, ", ".join(subjects))
   return frames
 
+
+def load_unlabeled(builder: tfds.core.DatasetBuilder,
+                   data_config: ml_collections.ConfigDict,
+                   exclude_subjects: tuple[str, ...] = (),
+                   only_unannotated_subjects: bool = False
+                   ) -> input_pipeline.Frames:
+  """Loads the frames of the `unlabeled` split as letterboxed `Frames`.
+
+  Args:
+    builder: a prepared AbdomenUS builder.
+    data_config: `config.data`.
+    exclude_subjects: subjects whose frames are left out, typically the
+      validation and test subjects, so that no frame of a held-out subject
+      is ever trained on.
+    only_unannotated_subjects: also leave out every subject that has an
+      annotated frame, so that one pretrained model fits every
+      cross-validation fold.
+
+  Returns:
+    Frames whose label maps are all background.
+
+  Raises:
+    ValueError: the dataset has no `unlabeled` split.
+  """
+  unlabeled = abdomen_us_dataset_builder.UNLABELED_SPLIT
+  if unlabeled not in builder.info.splits:
+    raise ValueError(
+        f"Dataset {builder.name} has no {unlabeled!r} split: semi-supervised "
+        "and self-supervised training need the unlabelled AbdomenUS frames. "
+        "Set --config.data.name=abdomen_us, or turn them off.")
+  excluded = set(exclude_subjects)
+  if only_unannotated_subjects:
+    excluded |= set(annotated_subjects(builder))
+  dataset = builder.as_dataset(split=unlabeled, shuffle_files=False)
+  examples = (example for example in tfds.as_numpy(dataset)
+              if example["subject"].decode("utf-8") not in excluded)
+  frames = input_pipeline.load_frames(
+      examples, data_config.classes, tuple(data_config.image_size))
+  logging.info("Loaded %d unlabelled frames of subjects %s (left out: %s).",
+               len(frames), ", ".join(sorted(set(frames.subjects))),
+               ", ".join(sorted(excluded)) or "none")
+  return frames

@@ -12,6 +12,7 @@ Batches are dicts of numpy arrays:
 """
 
 import dataclasses
+import logging
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -159,9 +160,59 @@ def normalize(image: tf.Tensor, method: str) -> tf.Tensor:
                    f"choose from {', '.join(NORMALIZATIONS)}.")
 
 
+@dataclasses.dataclass(frozen=True)
+class ForegroundSampling:
+  """Oversampling of frames, and zoomed crops, that show one class.
+
+  Attributes:
+    class_id: training class id of the target structure.
+    fraction: share of each batch drawn from the frames that contain
+      `class_id`; the other rows walk all frames as usual.
+    crop_probability: chance that such a row is zoomed into a window around
+      the class (see `augment.foreground_crop`).
+    crop_scale: the window's size as a fraction of the frame.
+  """
+
+  class_id: int = 1
+  fraction: float = 0.0
+  crop_probability: float = 0.0
+  crop_scale: float = 0.5
+
+  def rows(self, batch_size: int) -> int:
+    """Rows of each global batch that come from foreground frames."""
+    return int(round(self.fraction * batch_size))
+
+
+def _shuffled_index(position, seed, num_items: int):
+  """Item of stream `position`: epoch `position // n`, seeded permutation."""
+  epoch = position // num_items
+  seed_pair = tf.stack([tf.cast(seed, tf.int64), epoch])
+  return tf.random.experimental.index_shuffle(
+      position % num_items, seed_pair, num_items - 1)
+
+
+def _local_positions(batch_size: int, start_step: int, shard_index: int,
+                     num_shards: int) -> tuple[tf.data.Dataset, int]:
+  """Stream of global example positions that this host reads, and its size."""
+  if batch_size % num_shards:
+    raise ValueError(f"Batch size {batch_size} does not divide into "
+                     f"{num_shards} host shards.")
+  local_size = batch_size // num_shards
+
+  def global_position(local_position):
+    step = local_position // local_size
+    row = local_position % local_size
+    return step * batch_size + shard_index * local_size + row
+
+  first = tf.constant(start_step * local_size, tf.int64)
+  positions = tf.data.Dataset.range(first, tf.int64.max)
+  return positions.map(global_position), local_size
+
+
 def train_dataset(frames: Frames, *, batch_size: int, seed: int,
                   start_step: int = 0, normalization: str = "zscore",
                   augmentation: augment.AugmentConfig | None = None,
+                  foreground: ForegroundSampling | None = None,
                   shard_index: int = 0, num_shards: int = 1
                   ) -> tf.data.Dataset:
   """Builds the endless, seeded training stream of batches.
@@ -172,28 +223,76 @@ def train_dataset(frames: Frames, *, batch_size: int, seed: int,
   elements `s * batch_size` to `(s + 1) * batch_size - 1`, so starting at
   `start_step` reproduces the stream of an uninterrupted run exactly.
 
+  With `foreground`, the first `foreground.rows(batch_size)` rows of each
+  global batch walk, in the same seeded way, only the frames that contain
+  `foreground.class_id`, and may be zoomed around it.
+
   With `num_shards > 1` (one shard per host) this returns only rows
   `shard_index * batch_size / num_shards` onwards of each global batch, in
   batches of `batch_size / num_shards`.
+
+  Raises:
+    ValueError: the split has no frames, the batch does not divide into the
+      host shards, or foreground sampling is on and no frame shows its class.
   """
-  if batch_size % num_shards:
-    raise ValueError(f"Batch size {batch_size} does not divide into "
-                     f"{num_shards} host shards.")
-  local_size = batch_size // num_shards
   if len(frames) == 0:
     raise ValueError("The train split has no frames: check "
                      "data.train_subjects and data.manual_dir.")
+  positions, local_size = _local_positions(batch_size, start_step,
+                                           shard_index, num_shards)
   num_frames = len(frames)
   images = tf.constant(frames.images)
   labels = tf.constant(frames.labels)
 
+  foreground_rows = foreground.rows(batch_size) if foreground else 0
+  if foreground_rows:
+    positive = np.flatnonzero(
+        np.any(frames.labels == foreground.class_id, axis=(1, 2)))
+    if positive.size == 0:
+      raise ValueError(
+          f"Foreground sampling (data.foreground_fraction "
+          f"{foreground.fraction}) needs train frames that show class id "
+          f"{foreground.class_id}, but none of the {num_frames} train frames "
+          "does: move a subject with that organ into the train split, or set "
+          "--config.data.foreground_fraction=0.")
+    positive_frames = tf.constant(positive, tf.int64)
+    logging.info("Foreground sampling: %d of %d rows per batch from the %d "
+                 "of %d train frames that show class id %d.", foreground_rows,
+                 batch_size, positive.size, num_frames, foreground.class_id)
+
+  def frame_index(position):
+    step = position // batch_size
+    row = position % batch_size
+    if not foreground_rows:
+      return _shuffled_index(position, seed, num_frames), tf.constant(False)
+    is_foreground = row < foreground_rows
+    other_rows = batch_size - foreground_rows
+    foreground_index = tf.gather(positive_frames, _shuffled_index(
+        step * foreground_rows + tf.minimum(row, foreground_rows - 1),
+        seed + 2, len(positive)))
+    if other_rows == 0:
+      return foreground_index, is_foreground
+    other_index = _shuffled_index(
+        step * other_rows + tf.maximum(row - foreground_rows, 0), seed,
+        num_frames)
+    return (tf.where(is_foreground, foreground_index, other_index),
+            is_foreground)
+
   def make_example(position):
-    epoch = position // num_frames
-    seed_pair = tf.stack([tf.cast(seed, tf.int64), epoch])
-    index = tf.random.experimental.index_shuffle(
-        position % num_frames, seed_pair, num_frames - 1)
+    index, is_foreground = frame_index(position)
     image = tf.cast(tf.gather(images, index), tf.float32) / 255.0
     label = tf.cast(tf.gather(labels, index), tf.int32)
+
+    if foreground_rows and foreground.crop_probability > 0:
+      crop_seeds = tf.random.experimental.stateless_split(
+          tf.stack([tf.cast(seed, tf.int64) + 3, position]), 2)
+      crop = tf.logical_and(is_foreground, tf.random.stateless_uniform(
+          [], crop_seeds[0]) < foreground.crop_probability)
+      cropped_image, cropped_label = augment.foreground_crop(
+          image, label, foreground.class_id, crop_seeds[1],
+          foreground.crop_scale)
+      image = tf.where(crop, cropped_image, image)
+      label = tf.where(crop, cropped_label, label)
 
     if augmentation is not None:
       seeds = tf.random.experimental.stateless_split(
@@ -207,16 +306,63 @@ def train_dataset(frames: Frames, *, batch_size: int, seed: int,
     return {"image": image, "label": label,
             "valid": tf.constant(1.0, tf.float32)}
 
-  def global_position(local_position):
-    step = local_position // local_size
-    row = local_position % local_size
-    return step * batch_size + shard_index * local_size + row
+  dataset = positions.map(make_example, num_parallel_calls=tf.data.AUTOTUNE,
+                          deterministic=True)
+  return dataset.batch(local_size, drop_remainder=True).prefetch(2)
 
-  first = tf.constant(start_step * local_size, tf.int64)
-  dataset = tf.data.Dataset.range(first, tf.int64.max)
-  dataset = dataset.map(lambda k: make_example(global_position(k)),
-                        num_parallel_calls=tf.data.AUTOTUNE,
-                        deterministic=True)
+
+def unlabeled_dataset(frames: Frames, *, batch_size: int, seed: int,
+                      start_step: int = 0, normalization: str = "zscore",
+                      weak: augment.AugmentConfig | None = None,
+                      strong: augment.AugmentConfig | None = None,
+                      shard_index: int = 0, num_shards: int = 1
+                      ) -> tf.data.Dataset:
+  """Builds the endless, seeded stream of unlabelled frame pairs.
+
+  Each element is one frame under one random geometric transform (from
+  `weak`), seen twice. The `weak` view, for the teacher, adds only the weak
+  intensity changes. The `strong` view, for the student, adds the strong
+  intensity changes and noise. Both views share the geometry, so the teacher's prediction is a
+  pixel-aligned target for the student. The stream is a pure function of
+  `seed` and the step, like `train_dataset`.
+
+  Returns:
+    Batches of `weak` and `strong`: `[batch_size / num_shards, h, w, 1]`
+    float32 normalised images.
+  """
+  if len(frames) == 0:
+    raise ValueError("Semi-supervised training found no unlabelled frames: "
+                     "check data.manual_dir, or set --config.semi.enabled="
+                     "False.")
+  positions, local_size = _local_positions(batch_size, start_step,
+                                           shard_index, num_shards)
+  num_frames = len(frames)
+  images = tf.constant(frames.images)
+
+  def make_pair(position):
+    index = _shuffled_index(position, seed + 4, num_frames)
+    image = tf.cast(tf.gather(images, index), tf.float32) / 255.0
+    seeds = tf.random.experimental.stateless_split(
+        tf.stack([tf.cast(seed, tf.int64) + 5, position]), 5)
+    if weak is not None:
+      image, _ = augment.augment_geometry(
+          image, tf.zeros(image.shape[:2], tf.int32), seeds[0], weak)
+    weak_image, strong_image = image, image
+    if weak is not None:
+      weak_image = augment.augment_intensity(image, seeds[1], weak)
+    if strong is not None:
+      strong_image = augment.augment_intensity(image, seeds[2], strong)
+    weak_image = normalize(weak_image, normalization)
+    strong_image = normalize(strong_image, normalization)
+    if weak is not None and weak.noise_std > 0:
+      weak_image = augment.add_noise(weak_image, seeds[3], weak.noise_std)
+    if strong is not None and strong.noise_std > 0:
+      strong_image = augment.add_noise(strong_image, seeds[4],
+                                       strong.noise_std)
+    return {"weak": weak_image, "strong": strong_image}
+
+  dataset = positions.map(make_pair, num_parallel_calls=tf.data.AUTOTUNE,
+                          deterministic=True)
   return dataset.batch(local_size, drop_remainder=True).prefetch(2)
 
 
