@@ -55,6 +55,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.foreground_class = ""
   config.data.foreground_crop_probability = 0.0
   config.data.foreground_crop_scale = 0.5
+  # Several sources trained together: source name -> the data settings that
+  # differ for it, plus its sampling `weight` (see spleen_jax/data/sources.py
+  # and configs/mixture.py). Empty trains on the one source above.
+  config.data.sources = ml_collections.ConfigDict()
 
   # Train-only augmentation; 0 turns a transform off.
   config.augment = ml_collections.ConfigDict()
@@ -142,6 +146,9 @@ def get_config() -> ml_collections.ConfigDict:
   # the spleen is scored on the validation subject. The test subject `h`
   # measures false-positive spleen only (see eval.allow_absent_target).
   config.eval.split = "validation"
+  # With several data.sources: the one source to evaluate; empty evaluates
+  # the split of every source together.
+  config.eval.source = ""
   # Checkpoint step to evaluate; -1 takes the best one.
   config.eval.step = -1
   config.eval.batch_size = 8

@@ -40,6 +40,7 @@ from spleen_jax.core import sharding
 from spleen_jax.core import steps
 from spleen_jax.data import datasets
 from spleen_jax.data import input_pipeline
+from spleen_jax.data import sources as sources_lib
 from spleen_jax.evaluation import figures
 from spleen_jax.evaluation import folder as folder_lib
 from spleen_jax.evaluation import frame_metrics
@@ -199,12 +200,47 @@ def load_source(config: ml_collections.ConfigDict) -> Source:
     return Source(name=f"folder_{path.resolve().name}", frames=frames,
                   location=str(path))
   split = config.eval.split
+  if sources_lib.has_sources(config.data):
+    return _load_sources_split(config, split)
   builder = datasets.prepare_builder(config.data)
   subjects = datasets.assign_subjects(builder, config.data)
   frames = datasets.load_split(builder, config.data, split, subjects[split],
                                keep_originals=True)
   return Source(name=split, frames=frames, location=str(builder.data_dir),
                 split=split, subjects=tuple(subjects[split]))
+
+
+def _load_sources_split(config: ml_collections.ConfigDict,
+                        split: str) -> Source:
+  """Loads `split` of every data source, or of `eval.source` if set.
+
+  Subjects are named `<source>:<subject>` so that equal ids of two sources
+  stay apart in the report.
+  """
+  configs = sources_lib.source_configs(config.data)
+  chosen = config.eval.get("source", "")
+  if chosen and chosen not in configs:
+    raise ValueError(f"eval.source {chosen!r} is not one of data.sources "
+                     f"{sorted(configs)}.")
+  parts, locations = {}, []
+  for name, data_config in configs.items():
+    if chosen and name != chosen:
+      continue
+    builder = datasets.prepare_builder(data_config)
+    subjects = datasets.assign_subjects(builder, data_config)[split]
+    if not subjects:
+      continue
+    frames = datasets.load_split(builder, data_config, split, subjects,
+                                 keep_originals=True)
+    frames.subjects = [f"{name}:{s}" for s in frames.subjects]
+    parts[name] = frames
+    locations.append(str(builder.data_dir))
+  if not parts:
+    raise ValueError(f"No data source has a {split} split: set eval.split "
+                     "or the sources' subjects.")
+  frames = input_pipeline.concatenate_frames(parts)
+  return Source(name=split, frames=frames, location=", ".join(locations),
+                split=split, subjects=tuple(sorted(set(frames.subjects))))
 
 
 def check_target_present(source: Source,

@@ -32,6 +32,7 @@ from spleen_jax.core import steps
 from spleen_jax.data import augment
 from spleen_jax.data import datasets
 from spleen_jax.data import input_pipeline
+from spleen_jax.data import sources as sources_lib
 
 SUMMARY_FILE = "train_summary.json"
 
@@ -106,6 +107,16 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
           f"Unknown semi.loss {config.semi.loss!r}: choose from "
           f"{', '.join(semi_supervised.UNLABELED_LOSSES)}.")
     sharding.check_batch_size(config.semi.batch_size, mesh, "semi.batch_size")
+    if sources_lib.has_sources(config.data):
+      raise ValueError(
+          "semi.enabled does not support several data.sources yet: set "
+          "--config.semi.enabled=False or train on one source.")
+  if sources_lib.has_sources(config.data):
+    sources_lib.source_configs(config.data)
+    foreground_rows = round(config.data.get("foreground_fraction", 0.0) *
+                            config.train.batch_size)
+    input_pipeline.allocate_rows(sources_lib.sampling_weights(config.data),
+                                 config.train.batch_size - foreground_rows)
 
 
 def semi_enabled(config: ml_collections.ConfigDict) -> bool:
@@ -261,8 +272,8 @@ def collapse_scores(frame_pixels, frames: input_pipeline.Frames,
   frames invite.
 
   Args:
-    frame_pixels: `[n, classes, 2]` predicted and true pixel counts per
-      frame (see `steps.frame_pixel_counts`), padding removed.
+    frame_pixels: `[n, classes, 3]` predicted, true and overlapping pixel
+      counts per frame (see `steps.frame_pixel_counts`), padding removed.
     frames: the frames, for their names.
     config: the run's config, for the class names.
 
@@ -314,8 +325,34 @@ def evaluate_frames(eval_step, state: steps.TrainState,
     merged = update if merged is None else merged.merge(update)
     pixels = multihost_utils.process_allgather(pixels, tiled=True)
     frame_pixels.append(np.asarray(pixels)[valid])
+  frame_pixels = np.concatenate(frame_pixels)
   scores = metric_collections.summarize(merged, class_names(config))
-  scores.update(collapse_scores(np.concatenate(frame_pixels), frames, config))
+  scores.update(collapse_scores(frame_pixels, frames, config))
+  scores.update(source_scores(frame_pixels, frames, config))
+  return scores
+
+
+def source_scores(frame_pixels: np.ndarray, frames: input_pipeline.Frames,
+                  config: ml_collections.ConfigDict) -> dict[str, float]:
+  """Scores each data source of `frames` on its own.
+
+  Returns:
+    `<source>/dice_<class>` (pixels pooled over the source's frames, 1 when
+    the class is absent from truth and prediction) and `<source>/frames`,
+    for each source when the frames come from more than one; else nothing.
+  """
+  if frames.sources is None or len(set(frames.sources)) < 2:
+    return {}
+  sources = np.asarray(frames.sources)
+  scores = {}
+  for source in sorted(set(frames.sources)):
+    counts = frame_pixels[sources == source].sum(axis=0)
+    scores[f"{source}/frames"] = int((sources == source).sum())
+    for class_id, name in enumerate(config.data.classes, start=1):
+      predicted, true, overlap = (int(v) for v in counts[class_id])
+      total = predicted + true
+      scores[f"{source}/dice_{name}"] = (2.0 * overlap / total if total
+                                         else 1.0)
   return scores
 
 
@@ -346,14 +383,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   if is_chief:
     run_config.write_config(workdir, config)
 
-  # Data: subjects per split, then the letterboxed frames in memory.
-  builder = datasets.prepare_builder(config.data)
-  subjects = datasets.assign_subjects(builder, config.data)
+  # Data: subjects per split of each source, then the letterboxed frames in
+  # memory, all sources together.
+  source_subjects, split_frames = sources_lib.load_splits(
+      config.data, ("train", "validation"))
+  subjects = (source_subjects if sources_lib.has_sources(config.data)
+              else next(iter(source_subjects.values())))
   logging.info("Subjects per split: %s", subjects)
-  train_frames = datasets.load_split(builder, config.data, "train",
-                                     subjects["train"])
-  validation_frames = datasets.load_split(builder, config.data, "validation",
-                                          subjects["validation"])
+  train_frames = input_pipeline.concatenate_frames(split_frames["train"])
+  validation_frames = input_pipeline.concatenate_frames(
+      split_frames["validation"])
 
   # State: fresh and replicated over the devices, then replaced by the latest
   # checkpoint if there is one, else by the weights of `init_from` if set.
@@ -404,12 +443,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       start_step=initial_step, normalization=config.data.normalization,
       augmentation=augment_config(config),
       foreground=foreground_sampling(config),
+      source_weights=sources_lib.sampling_weights(config.data),
       shard_index=jax.process_index(),
       num_shards=jax.process_count()).as_numpy_iterator()
   if semi_enabled(config):
     # Unlabelled frames of held-out subjects never reach training.
     unlabeled_frames = datasets.load_unlabeled(
-        builder, config.data,
+        datasets.prepare_builder(config.data), config.data,
         exclude_subjects=subjects["validation"] + subjects["test"])
     weak, strong = unlabeled_views(config)
     unlabeled_iterator = input_pipeline.unlabeled_dataset(

@@ -168,18 +168,20 @@ def eval_step(state: TrainState, batch: dict[str, jax.Array],
 
 
 def frame_pixel_counts(logits: jax.Array, labels: jax.Array) -> jax.Array:
-  """Counts each frame's predicted and true pixels of every class.
+  """Counts each frame's predicted, true and overlapping pixels of each class.
 
   Args:
     logits: `[n, h, w, c]` float.
     labels: `[n, h, w]` int class ids.
 
   Returns:
-    `[n, c, 2]` int32: arg-max predicted pixels, then true pixels.
+    `[n, c, 3]` int32: arg-max predicted pixels, true pixels, and pixels
+    both predicted and true.
   """
   num_classes = logits.shape[-1]
   predicted = jax.nn.one_hot(jnp.argmax(logits, axis=-1), num_classes,
                              dtype=jnp.int32)
   truth = jax.nn.one_hot(labels, num_classes, dtype=jnp.int32)
   return jnp.stack([jnp.sum(predicted, axis=(1, 2)),
-                    jnp.sum(truth, axis=(1, 2))], axis=-1)
+                    jnp.sum(truth, axis=(1, 2)),
+                    jnp.sum(predicted * truth, axis=(1, 2))], axis=-1)

@@ -39,6 +39,8 @@ class Frames:
       their original resolution, for evaluation at that resolution.
     original_labels: optional `[n]` list of `[height, width]` uint8 training
       class ids at the original resolution.
+    sources: optional `[n]` names of the data source of each frame, set when
+      several sources are trained together (see `concatenate_frames`).
   """
 
   images: np.ndarray
@@ -48,9 +50,50 @@ class Frames:
   subjects: list[str]
   original_images: list[np.ndarray] | None = None
   original_labels: list[np.ndarray] | None = None
+  sources: list[str] | None = None
 
   def __len__(self) -> int:
     return len(self.file_names)
+
+
+def concatenate_frames(parts: dict[str, Frames]) -> Frames:
+  """Joins the frames of several sources and records each frame's source.
+
+  All parts must share the letterbox size. Originals are kept only when
+  every part has them.
+  """
+  parts = {name: frames for name, frames in parts.items() if len(frames)}
+  if not parts:
+    raise ValueError("None of the data sources has frames in this split.")
+  values = list(parts.values())
+  keep_originals = all(f.original_images is not None for f in values)
+  return Frames(
+      images=np.concatenate([f.images for f in values]),
+      labels=np.concatenate([f.labels for f in values]),
+      boxes=np.concatenate([f.boxes for f in values]),
+      file_names=[n for f in values for n in f.file_names],
+      subjects=[s for f in values for s in f.subjects],
+      original_images=([i for f in values for i in f.original_images]
+                       if keep_originals else None),
+      original_labels=([i for f in values for i in f.original_labels]
+                       if keep_originals else None),
+      sources=[name for name, f in parts.items() for _ in range(len(f))])
+
+
+def select_frames(frames: Frames, indices: np.ndarray) -> Frames:
+  """Returns the frames at `indices`, in that order."""
+  indices = np.asarray(indices, np.int64)
+
+  def pick(values):
+    return None if values is None else [values[i] for i in indices]
+
+  return Frames(
+      images=frames.images[indices], labels=frames.labels[indices],
+      boxes=frames.boxes[indices], file_names=pick(frames.file_names),
+      subjects=pick(frames.subjects),
+      original_images=pick(frames.original_images),
+      original_labels=pick(frames.original_labels),
+      sources=pick(frames.sources))
 
 
 def class_lookup(classes: Sequence[str]) -> np.ndarray:
@@ -183,6 +226,76 @@ class ForegroundSampling:
     return int(round(self.fraction * batch_size))
 
 
+def allocate_rows(weights: dict[str, float], rows: int) -> dict[str, int]:
+  """Splits `rows` batch rows among sources in proportion to `weights`.
+
+  Uses the largest-remainder method, so the counts sum to `rows` and each
+  differs from its exact share by less than one.
+
+  Raises:
+    ValueError: a weight is not positive, or some source would get no row.
+  """
+  for name, weight in weights.items():
+    if weight <= 0:
+      raise ValueError(f"data.sources.{name}.weight is {weight}: sampling "
+                       "weights must be positive. Remove the source instead.")
+  total = sum(weights.values())
+  exact = {name: rows * weight / total for name, weight in weights.items()}
+  counts = {name: int(np.floor(share)) for name, share in exact.items()}
+  by_remainder = sorted(exact, key=lambda n: counts[n] - exact[n])
+  for name in by_remainder[:rows - sum(counts.values())]:
+    counts[name] += 1
+  empty = sorted(name for name, count in counts.items() if count == 0)
+  if empty:
+    raise ValueError(
+        f"Data sources {empty} get no row of the {rows} batch rows left for "
+        f"them with weights {weights}: raise train.batch_size or their "
+        "data.sources.<name>.weight.")
+  return counts
+
+
+@dataclasses.dataclass(frozen=True)
+class _RowGroup:
+  """Rows `[start, start + rows)` of each batch walk these frames in turn."""
+
+  frames: np.ndarray
+  start: int
+  rows: int
+  seed_offset: int
+
+
+def _row_groups(frames: Frames, batch_size: int, foreground_rows: int,
+                positive: np.ndarray | None,
+                source_weights: dict[str, float] | None) -> list[_RowGroup]:
+  """Assigns the rows of each batch to foreground frames and to sources."""
+  groups = []
+  if foreground_rows:
+    groups.append(_RowGroup(positive, 0, foreground_rows, seed_offset=2))
+  other_rows = batch_size - foreground_rows
+  if not other_rows:
+    return groups
+  if not source_weights or len(source_weights) == 1:
+    groups.append(_RowGroup(np.arange(len(frames)), foreground_rows,
+                            other_rows, seed_offset=0))
+    return groups
+
+  if frames.sources is None:
+    raise ValueError("Sampling weights per source need Frames.sources.")
+  sources = np.asarray(frames.sources)
+  missing = sorted(set(source_weights) - set(frames.sources))
+  if missing:
+    raise ValueError(f"Data sources {missing} have no train frames: check "
+                     "their data settings, or remove them from data.sources.")
+  start = foreground_rows
+  counts = allocate_rows(source_weights, other_rows)
+  for number, (name, rows) in enumerate(counts.items()):
+    groups.append(_RowGroup(np.flatnonzero(sources == name), start, rows,
+                            seed_offset=10 + number))
+    start += rows
+  logging.info("Rows per batch by source: %s.", counts)
+  return groups
+
+
 def _shuffled_index(position, seed, num_items: int):
   """Item of stream `position`: epoch `position // n`, seeded permutation."""
   epoch = position // num_items
@@ -213,6 +326,7 @@ def train_dataset(frames: Frames, *, batch_size: int, seed: int,
                   start_step: int = 0, normalization: str = "zscore",
                   augmentation: augment.AugmentConfig | None = None,
                   foreground: ForegroundSampling | None = None,
+                  source_weights: dict[str, float] | None = None,
                   shard_index: int = 0, num_shards: int = 1
                   ) -> tf.data.Dataset:
   """Builds the endless, seeded training stream of batches.
@@ -226,6 +340,10 @@ def train_dataset(frames: Frames, *, batch_size: int, seed: int,
   With `foreground`, the first `foreground.rows(batch_size)` rows of each
   global batch walk, in the same seeded way, only the frames that contain
   `foreground.class_id`, and may be zoomed around it.
+
+  With `source_weights` (source name to weight) the remaining rows are split
+  among the sources of `frames.sources` in proportion to the weights, and
+  each source's rows walk only its own frames.
 
   With `num_shards > 1` (one shard per host) this returns only rows
   `shard_index * batch_size / num_shards` onwards of each global batch, in
@@ -245,6 +363,7 @@ def train_dataset(frames: Frames, *, batch_size: int, seed: int,
   labels = tf.constant(frames.labels)
 
   foreground_rows = foreground.rows(batch_size) if foreground else 0
+  positive = None
   if foreground_rows:
     positive = np.flatnonzero(
         np.any(frames.labels == foreground.class_id, axis=(1, 2)))
@@ -255,28 +374,29 @@ def train_dataset(frames: Frames, *, batch_size: int, seed: int,
           f"{foreground.class_id}, but none of the {num_frames} train frames "
           "does: move a subject with that organ into the train split, or set "
           "--config.data.foreground_fraction=0.")
-    positive_frames = tf.constant(positive, tf.int64)
     logging.info("Foreground sampling: %d of %d rows per batch from the %d "
                  "of %d train frames that show class id %d.", foreground_rows,
                  batch_size, positive.size, num_frames, foreground.class_id)
 
+  groups = _row_groups(frames, batch_size, foreground_rows, positive,
+                       source_weights)
+
   def frame_index(position):
+    # Row r of batch s in a group of k rows is item s * k + (r - start) of
+    # that group's own seeded walk over its frames.
     step = position // batch_size
     row = position % batch_size
-    if not foreground_rows:
-      return _shuffled_index(position, seed, num_frames), tf.constant(False)
-    is_foreground = row < foreground_rows
-    other_rows = batch_size - foreground_rows
-    foreground_index = tf.gather(positive_frames, _shuffled_index(
-        step * foreground_rows + tf.minimum(row, foreground_rows - 1),
-        seed + 2, len(positive)))
-    if other_rows == 0:
-      return foreground_index, is_foreground
-    other_index = _shuffled_index(
-        step * other_rows + tf.maximum(row - foreground_rows, 0), seed,
-        num_frames)
-    return (tf.where(is_foreground, foreground_index, other_index),
-            is_foreground)
+    index = tf.constant(0, tf.int64)
+    for group in groups:
+      offset = tf.clip_by_value(row - group.start, 0, group.rows - 1)
+      candidate = tf.gather(
+          tf.constant(group.frames, tf.int64),
+          _shuffled_index(step * group.rows + offset,
+                          seed + group.seed_offset, len(group.frames)))
+      in_group = tf.logical_and(row >= group.start,
+                                row < group.start + group.rows)
+      index = tf.where(in_group, candidate, index)
+    return index, row < foreground_rows
 
   def make_example(position):
     index, is_foreground = frame_index(position)
