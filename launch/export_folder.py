@@ -55,6 +55,7 @@ def export(manual_dir: pathlib.Path, output: pathlib.Path, organ: str,
   frames = {p.stem: p for p in (root / "images" / "test").glob("*.jpg")}
   annotations = sorted((root / "annotations" / "test").glob("*.png"))
   rows = []
+  showing = 0
   for annotation_path in annotations:
     stem = annotation_path.stem
     if stem not in frames:
@@ -68,11 +69,15 @@ def export(manual_dir: pathlib.Path, output: pathlib.Path, organ: str,
       path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(frame).save(frame_path)
     mask = np.where(labels == organ_id, 255, 0).astype(np.uint8)
+    showing += int(mask.any())
     Image.fromarray(mask).save(mask_path)
     rows.append((frame_path.relative_to(output).as_posix(),
                  annotation.subject_of(frames[stem].name)))
   if not rows:
     raise FileNotFoundError(f"No annotated frame found under {root}.")
+  if not showing:
+    print(f"warning: no frame shows {organ}, so every mask is empty.",
+          file=sys.stderr)
 
   with open(output / "subjects.csv", "w", newline="") as file:
     writer = csv.writer(file)
@@ -94,7 +99,7 @@ def main(argv: list[str]) -> int:
   args = parser.parse_args(argv)
   try:
     count = export(args.manual_dir, args.output, args.organ, args.layout)
-  except (FileExistsError, FileNotFoundError, ValueError) as error:
+  except (OSError, ValueError) as error:
     print(f"error: {error}", file=sys.stderr)
     return 1
   print(f"Wrote {count} frames with {args.organ} masks to {args.output} "

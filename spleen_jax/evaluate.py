@@ -239,7 +239,7 @@ def _load_sources_split(config: ml_collections.ConfigDict,
     raise ValueError(f"No data source has a {split} split: set eval.split "
                      "or the sources' subjects.")
   frames = input_pipeline.concatenate_frames(parts)
-  return Source(name=split, frames=frames, location=", ".join(locations),
+  return Source(name=f"{split}_{chosen}" if chosen else split, frames=frames, location=", ".join(locations),
                 split=split, subjects=tuple(sorted(set(frames.subjects))))
 
 

@@ -69,10 +69,16 @@ def pretrain(config: ml_collections.ConfigDict,
     were used.
   """
   workdir = pathlib.Path(workdir)
+  if "ssl" not in config:
+    raise ValueError(
+        "--mode=pretrain needs a config with an `ssl` block: use "
+        "--config configs/ssl_pretrain.py.")
+  if config.data.get("name", datasets.ABDOMEN_US) != datasets.ABDOMEN_US:
+    raise ValueError(
+        f"Pretraining reads the unlabelled AbdomenUS frames, but data.name is "
+        f"{config.data.name!r}: set --config.data.name=abdomen_us.")
   train.validate_config(config)
   run_config.check_config(workdir, config)
-  if jax.process_index() == 0:
-    run_config.write_config(workdir, config)
 
   # Data: unlabelled frames, by default of subjects without annotations only.
   builder = datasets.prepare_builder(config.data)
@@ -80,6 +86,8 @@ def pretrain(config: ml_collections.ConfigDict,
       builder, config.data,
       only_unannotated_subjects=not config.ssl.use_annotated_subjects)
   augmentation = train.augment_config(config)
+  if jax.process_index() == 0:
+    run_config.write_config(workdir, config)
 
   # State: fresh, or the latest checkpoint of this workdir.
   mesh = sharding.make_mesh()

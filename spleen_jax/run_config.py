@@ -99,6 +99,13 @@ def load_run_config(workdir: pathlib.Path) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(nested)
 
 
+def has_checkpoints(workdir: pathlib.Path) -> bool:
+  """Tells whether `workdir` contains any saved training step."""
+  return any(path.is_dir() and any(path.iterdir())
+             for path in (pathlib.Path(workdir) / "checkpoints",
+                          pathlib.Path(workdir) / "best"))
+
+
 def check_config(workdir: pathlib.Path,
                  config: ml_collections.ConfigDict) -> None:
   """Raises ValueError if the workdir contains a run of an incompatible config."""
@@ -106,6 +113,12 @@ def check_config(workdir: pathlib.Path,
   if saved is None:
     return
   keys = incompatible_keys(saved, config)
+  if keys and not has_checkpoints(workdir):
+    # A run that failed before its first checkpoint has nothing to resume,
+    # so a corrected config replaces the saved one.
+    logging.info("Workdir %s has no checkpoint yet; its saved config is "
+                 "replaced (%s changed).", workdir, ", ".join(keys))
+    return
   if keys:
     current = flatten(config)
     changes = "; ".join(

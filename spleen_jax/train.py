@@ -92,6 +92,22 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if not 0.0 <= config.data.get("foreground_fraction", 0.0) <= 1.0:
     raise ValueError("data.foreground_fraction must lie in [0, 1], got "
                      f"{config.data.foreground_fraction}.")
+  fraction = config.data.get("foreground_fraction", 0.0)
+  sampling = input_pipeline.ForegroundSampling(fraction=fraction)
+  if fraction > 0 and sampling.rows(config.train.batch_size) == 0:
+    raise ValueError(
+        f"data.foreground_fraction {fraction} of train.batch_size "
+        f"{config.train.batch_size} rounds to no row: raise it to at least "
+        f"{0.5 / config.train.batch_size:.3g}, or set 0 to turn it off.")
+  if not 0.0 <= config.data.get("foreground_crop_probability", 0.0) <= 1.0:
+    raise ValueError("data.foreground_crop_probability must lie in [0, 1], "
+                     f"got {config.data.foreground_crop_probability}.")
+  alpha = config.loss.get("tversky_alpha", 0.5)
+  beta = config.loss.get("tversky_beta", 0.5)
+  if alpha < 0 or beta < 0 or alpha + beta == 0:
+    raise ValueError(
+        f"loss.tversky_alpha {alpha} and loss.tversky_beta {beta} must be "
+        "non-negative and not both 0; 0.5 and 0.5 is the soft Dice.")
   if not 0.0 < config.data.get("foreground_crop_scale", 0.5) <= 1.0:
     raise ValueError("data.foreground_crop_scale must lie in (0, 1], got "
                      f"{config.data.foreground_crop_scale}.")
@@ -102,6 +118,11 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         f"{len(class_names(config))} classes {class_names(config)}: give one "
         "weight per class, background first, or ().")
   if semi_enabled(config):
+    if config.data.get("name", datasets.ABDOMEN_US) != datasets.ABDOMEN_US:
+      raise ValueError(
+          f"semi.enabled needs the unlabelled AbdomenUS frames, but "
+          f"data.name is {config.data.name!r}: set --config.semi.enabled="
+          "False, or train on abdomen_us.")
     if config.semi.loss not in semi_supervised.UNLABELED_LOSSES:
       raise ValueError(
           f"Unknown semi.loss {config.semi.loss!r}: choose from "
@@ -194,7 +215,8 @@ def foreground_sampling(config: ml_collections.ConfigDict
       class_id=foreground_class_id(config),
       fraction=config.data.foreground_fraction,
       crop_probability=config.data.foreground_crop_probability,
-      crop_scale=config.data.foreground_crop_scale)
+      crop_scale=config.data.foreground_crop_scale,
+      class_name=config.data.classes[foreground_class_id(config) - 1])
 
 
 def unlabeled_views(config: ml_collections.ConfigDict
@@ -357,9 +379,33 @@ def source_scores(frame_pixels: np.ndarray, frames: input_pipeline.Frames,
 
 
 def _write_json(path: pathlib.Path, content: dict[str, Any]) -> None:
+  """Writes `content` atomically, with NaN scores as null (strict JSON)."""
+
+  def strict(value):
+    if isinstance(value, float) and not np.isfinite(value):
+      return None
+    if isinstance(value, dict):
+      return {k: strict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+      return [strict(v) for v in value]
+    return value
+
   temporary = path.with_suffix(path.suffix + ".tmp")
-  temporary.write_text(json.dumps(content, indent=2, sort_keys=True))
+  temporary.write_text(json.dumps(strict(content), indent=2, sort_keys=True,
+                                  allow_nan=False))
   temporary.replace(path)
+
+
+def _warn_if_target_absent(frames: input_pipeline.Frames,
+                           config: ml_collections.ConfigDict) -> None:
+  """Warns when no validation frame shows the class early stopping follows."""
+  class_id = foreground_class_id(config)
+  if not (frames.labels == class_id).any():
+    logging.warning(
+        "No validation frame shows %s, so its validation Dice measures only "
+        "false positives and cannot guide early stopping. Move a subject "
+        "with it into the validation split (data.validation_subjects).",
+        config.data.classes[class_id - 1])
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict,
@@ -380,8 +426,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   target = target_metric(config)
   run_config.check_config(workdir, config)
   is_chief = jax.process_index() == 0
-  if is_chief:
-    run_config.write_config(workdir, config)
 
   # Data: subjects per split of each source, then the letterboxed frames in
   # memory, all sources together.
@@ -393,6 +437,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   train_frames = input_pipeline.concatenate_frames(split_frames["train"])
   validation_frames = input_pipeline.concatenate_frames(
       split_frames["validation"])
+  _warn_if_target_absent(validation_frames, config)
 
   # State: fresh and replicated over the devices, then replaced by the latest
   # checkpoint if there is one, else by the weights of `init_from` if set.
@@ -463,6 +508,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
         state, batch, sharding.shard_batch(next(unlabeled_iterator), mesh))
   else:
     train_step = make_train_step(config)
+  # The config is saved once its data and checkpoints loaded, so that a run
+  # that fails on its input leaves nothing that blocks the corrected command.
+  if is_chief:
+    run_config.write_config(workdir, config)
 
   last_step = config.train.num_steps
   if config.train.max_steps_per_run > 0:

@@ -1,6 +1,7 @@
 """Few-shot training on the shared frames: foreground sampling, mean teacher,
 self-supervised pretraining and collapse detection."""
 
+import json
 import logging
 
 import jax
@@ -105,14 +106,32 @@ def test_collapse_is_reported_with_frame_names(config, caplog):
 @pytest.mark.parametrize("key, value, message", [
     ("data.foreground_class", "liver", "data.foreground_class 'liver' is not"),
     ("data.foreground_fraction", 1.5, "foreground_fraction must lie in"),
+    ("data.foreground_fraction", 0.1, "0.1 of train.batch_size 4 rounds to"),
+    ("data.foreground_crop_probability", 2.0, "crop_probability must lie"),
+    ("loss.tversky_alpha", -1.0, "must be non-negative"),
     ("loss.class_weights", (1.0, 2.0, 3.0), "class_weights has 3 values"),
     ("semi.loss", "entropy", "Unknown semi.loss 'entropy'"),
+    ("data.name", "us_phantom", "semi.enabled needs the unlabelled AbdomenUS"),
 ])
 def test_few_shot_settings_are_checked(config, tmp_path, key, value,
                                        message):
   section, name = key.split(".")
   config[section][name] = value
-  config.semi.enabled = key.startswith("semi.")
+  config.semi.enabled = key in ("semi.loss", "data.name")
   with pytest.raises(ValueError, match=message):
     train.train_and_evaluate(config, str(tmp_path))
   assert not (tmp_path / "config.json").exists()
+
+
+def test_pretrain_needs_ssl_config(config, tmp_path):
+  with pytest.raises(ValueError, match="configs/ssl_pretrain.py"):
+    pretrain.pretrain(config, tmp_path)
+  assert not (tmp_path / "config.json").exists()
+
+
+def test_summary_writes_nan_as_null(tmp_path):
+  path = tmp_path / "summary.json"
+  train._write_json(path, {"a": float("nan"), "b": [1.0, float("inf")],
+                           "c": {"d": 0.5}})
+  assert json.loads(path.read_text()) == {"a": None, "b": [1.0, None],
+                                          "c": {"d": 0.5}}

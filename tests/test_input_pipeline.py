@@ -175,7 +175,7 @@ def test_foreground_stream_resumes_at_step():
 def test_foreground_sampling_without_class_is_rejected():
   frames = _sparse_frames(positive=())
   sampling = input_pipeline.ForegroundSampling(class_id=1, fraction=0.5)
-  with pytest.raises(ValueError, match="none of the 6 train frames"):
+  with pytest.raises(ValueError, match="show class id 1, but none of the 6 train frames"):
     input_pipeline.train_dataset(frames, batch_size=4, seed=0,
                                  foreground=sampling)
 

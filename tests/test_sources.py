@@ -24,9 +24,10 @@ def test_allocate_rows_rejects_starved_source():
     input_pipeline.allocate_rows({"a": 1.0, "b": 1.0, "phantom": 0.1}, 2)
 
 
-def test_allocate_rows_rejects_non_positive_weight():
-  with pytest.raises(ValueError, match="data.sources.b.weight is 0"):
-    input_pipeline.allocate_rows({"a": 1.0, "b": 0.0}, 4)
+@pytest.mark.parametrize("weight", [0.0, -1.0, float("nan"), float("inf")])
+def test_allocate_rows_rejects_invalid_weight(weight):
+  with pytest.raises(ValueError, match="must be positive and finite"):
+    input_pipeline.allocate_rows({"a": 1.0, "b": weight}, 4)
 
 
 def test_source_configs_merge_overrides():

@@ -152,9 +152,32 @@ def test_missing_manual_dir_is_rejected(config, tmp_path):
 
 def test_incompatible_workdir_is_rejected(config, tmp_path):
   run_config.write_config(tmp_path, config)
+  (tmp_path / "checkpoints" / "2").mkdir(parents=True)
   config.model.base_features = 8
   with pytest.raises(ValueError, match=r"model.base_features: saved 4, now 8"):
     train.train_and_evaluate(config, str(tmp_path))
+
+
+def test_config_without_checkpoint_is_replaced(config, tmp_path):
+  # A run that failed before its first checkpoint must not block the fix.
+  run_config.write_config(tmp_path, config)
+  config.model.base_features = 8
+  run_config.check_config(tmp_path, config)
+  (tmp_path / "best").mkdir()
+  run_config.check_config(tmp_path, config)
+  (tmp_path / "best" / "4").mkdir()
+  with pytest.raises(ValueError, match="incompatible config"):
+    run_config.check_config(tmp_path, config)
+
+
+def test_failed_data_writes_no_config(config, tmp_path):
+  config.data.foreground_fraction = 0.5
+  config.data.train_subjects = ("h",)
+  config.data.validation_subjects = ("b",)
+  config.data.test_subjects = ("a",)
+  with pytest.raises(ValueError, match="show spleen, but none of the 26 train frames"):
+    train.train_and_evaluate(config, str(tmp_path))
+  assert not (tmp_path / "config.json").exists()
 
 
 def test_compatible_change_is_accepted(config, tmp_path):

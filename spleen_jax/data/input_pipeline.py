@@ -214,16 +214,21 @@ class ForegroundSampling:
     crop_probability: chance that such a row is zoomed into a window around
       the class (see `augment.foreground_crop`).
     crop_scale: the window's size as a fraction of the frame.
+    class_name: name of the class, for messages; empty names it by id.
   """
 
   class_id: int = 1
   fraction: float = 0.0
   crop_probability: float = 0.0
   crop_scale: float = 0.5
+  class_name: str = ""
 
   def rows(self, batch_size: int) -> int:
-    """Rows of each global batch that come from foreground frames."""
-    return int(round(self.fraction * batch_size))
+    """Rows of each global batch that come from foreground frames.
+
+    Halves round up, so a fraction of 0.5 of one row gives one row.
+    """
+    return int(np.floor(self.fraction * batch_size + 0.5))
 
 
 def allocate_rows(weights: dict[str, float], rows: int) -> dict[str, int]:
@@ -236,9 +241,10 @@ def allocate_rows(weights: dict[str, float], rows: int) -> dict[str, int]:
     ValueError: a weight is not positive, or some source would get no row.
   """
   for name, weight in weights.items():
-    if weight <= 0:
+    if not 0 < weight < float("inf"):
       raise ValueError(f"data.sources.{name}.weight is {weight}: sampling "
-                       "weights must be positive. Remove the source instead.")
+                       "weights must be positive and finite. Remove the "
+                       "source from data.sources instead.")
   total = sum(weights.values())
   exact = {name: rows * weight / total for name, weight in weights.items()}
   counts = {name: int(np.floor(share)) for name, share in exact.items()}
@@ -370,8 +376,9 @@ def train_dataset(frames: Frames, *, batch_size: int, seed: int,
     if positive.size == 0:
       raise ValueError(
           f"Foreground sampling (data.foreground_fraction "
-          f"{foreground.fraction}) needs train frames that show class id "
-          f"{foreground.class_id}, but none of the {num_frames} train frames "
+          f"{foreground.fraction}) needs train frames that show "
+          f"{foreground.class_name or f'class id {foreground.class_id}'}, "
+          f"but none of the {num_frames} train frames "
           "does: move a subject with that organ into the train split, or set "
           "--config.data.foreground_fraction=0.")
     logging.info("Foreground sampling: %d of %d rows per batch from the %d "
