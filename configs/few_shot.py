@@ -28,6 +28,13 @@ def get_config():
   config.train.early_stopping_patience = 0
   config.train.target_class = "spleen"
   config.eval.step = config.train.num_steps
+  # Every setting under study starts off, so that `baseline` is plain
+  # supervised training; launch/few_shot_study.py turns them on.
+  config.semi.enabled = False
+  config.data.foreground_fraction = 0.0
+  config.data.foreground_crop_probability = 0.0
+  config.loss.tversky_alpha = 0.5
+  config.loss.tversky_beta = 0.5
   # Unlabelled frames per step when semi.enabled; 4 instead of 8 keeps a
   # semi-supervised fold near 1.5 times the cost of a supervised one.
   config.semi.batch_size = 4

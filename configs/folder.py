@@ -22,6 +22,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.validation_subjects = ()
   config.data.test_subjects = ()
   config.eval.split = "test"
+  # A folder has no unlabelled frames for the mean teacher.
+  config.semi.enabled = False
 
   folder = ml_collections.ConfigDict()
   # The folder with the frames and masks. Required.

@@ -23,4 +23,6 @@ def get_config():
   config.train.num_steps = 150
   config.train.warmup_steps = 10
   config.train.eval_every_steps = 25
+  # The phantom has no unlabelled frames for the mean teacher.
+  config.semi.enabled = False
   return config
