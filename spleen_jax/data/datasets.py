@@ -116,16 +116,8 @@ def assign_subjects(builder: tfds.core.DatasetBuilder,
     return _phantom_subjects(builder)
   if _is_folder(builder):
     return folder_us.assign_subjects(builder, data_config)
-  return splits_lib.assign_subjects(
-      annotated_subjects(builder),
-      train_subjects=data_config.train_subjects,
-      validation_subjects=data_config.validation_subjects,
-      test_subjects=data_config.test_subjects,
-      validation_fraction=data_config.validation_fraction,
-      test_fraction=data_config.test_fraction,
-      seed=data_config.split_seed,
-      num_folds=data_config.get("num_folds", 0),
-      fold=data_config.get("fold", 0))
+  return splits_lib.assign_from_config(annotated_subjects(builder),
+                                       data_config)
 
 
 def load_split(builder: tfds.core.DatasetBuilder,

@@ -12,6 +12,21 @@ import numpy as np
 SPLITS = ("train", "validation", "test")
 
 
+def assign_from_config(subjects: list[str] | tuple[str, ...],
+                       data_config) -> dict[str, tuple[str, ...]]:
+  """Calls `assign_subjects` with the split settings of `config.data`."""
+  return assign_subjects(
+      subjects,
+      train_subjects=data_config.train_subjects,
+      validation_subjects=data_config.validation_subjects,
+      test_subjects=data_config.test_subjects,
+      validation_fraction=data_config.validation_fraction,
+      test_fraction=data_config.test_fraction,
+      seed=data_config.split_seed,
+      num_folds=data_config.get("num_folds", 0),
+      fold=data_config.get("fold", 0))
+
+
 def assign_subjects(subjects: list[str] | tuple[str, ...], *,
                     validation_subjects=(), test_subjects=(),
                     train_subjects=(), validation_fraction: float = 0.2,

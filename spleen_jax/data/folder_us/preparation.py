@@ -77,16 +77,7 @@ def assign_subjects(builder: tfds.core.DatasetBuilder,
   """
   subjects = _subjects_and_splits(builder)
   if not any(subjects.values()):
-    return splits_lib.assign_subjects(
-        sorted(subjects),
-        train_subjects=data_config.train_subjects,
-        validation_subjects=data_config.validation_subjects,
-        test_subjects=data_config.test_subjects,
-        validation_fraction=data_config.validation_fraction,
-        test_fraction=data_config.test_fraction,
-        seed=data_config.split_seed,
-        num_folds=data_config.get("num_folds", 0),
-        fold=data_config.get("fold", 0))
+    return splits_lib.assign_from_config(sorted(subjects), data_config)
 
   listed = [f"data.{s}_subjects" for s in splits_lib.SPLITS
             if data_config.get(f"{s}_subjects")]
