@@ -5,7 +5,7 @@ early stopping, so that each fold's score comes from its last step and not
 from a checkpoint chosen on the held-out subject. Every annotated subject
 validates in one fold and no test split is held out. The settings compared
 (foreground sampling, pretraining, semi-supervised) are switched on from the
-command line by launch/few_shot_study.py; docs/few_shot.md holds the results.
+command line by launch/few_shot_study.py; docs/few_shot.md contains the results.
 
 Usage (one fold; launch/few_shot_study.py runs them all):
   python launch/cross_validate.py --config configs/few_shot.py \

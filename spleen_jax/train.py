@@ -359,9 +359,10 @@ def source_scores(frame_pixels: np.ndarray, frames: input_pipeline.Frames,
   """Scores each data source of `frames` on its own.
 
   Returns:
-    `<source>/dice_<class>` (pixels pooled over the source's frames, 1 when
-    the class is absent from truth and prediction) and `<source>/frames`,
-    for each source when the frames come from more than one; else nothing.
+    Nothing when the frames come from one source. Otherwise, for each
+    source, `<source>/frames` and `<source>/dice_<class>`. The Dice pools
+    the pixels of the source's frames, and is 1 when the class is absent
+    from both truth and prediction.
   """
   if frames.sources is None or len(set(frames.sources)) < 2:
     return {}

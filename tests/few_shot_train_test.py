@@ -52,7 +52,7 @@ def test_semi_supervised_run_resumes_with_teacher(config, tmp_path):
   assert validation["step"] == 4
   assert validation["positive_frames_spleen"] == 1
   assert validation["empty_on_positive_spleen"] in (0.0, 1.0)
-  # The checkpoint holds a teacher that differs from the student.
+  # The checkpoint contains a teacher that differs from the student.
   checkpoints = checkpoints_lib.RunCheckpoints(tmp_path, read_only=True)
   state, _ = checkpoints.restore(train.create_train_state(config))
   checkpoints.close()
@@ -135,3 +135,12 @@ def test_summary_writes_nan_as_null(tmp_path):
                            "c": {"d": 0.5}})
   assert json.loads(path.read_text()) == {"a": None, "b": [1.0, None],
                                           "c": {"d": 0.5}}
+
+
+def test_unlabeled_split_missing_is_rejected(config, phantom_tfds_dir):
+  config.data.name = "us_phantom"
+  config.data.phantom_config = "tiny"
+  config.data.tfds_data_dir = str(phantom_tfds_dir)
+  builder = datasets.prepare_builder(config.data)
+  with pytest.raises(ValueError, match="has no 'unlabeled' split"):
+    datasets.load_unlabeled(builder, config.data)

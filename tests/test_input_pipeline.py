@@ -152,9 +152,10 @@ def test_foreground_rows_show_the_class():
     assert (batch["label"][:2] == 1).any(axis=(1, 2)).all()
   without = _take(input_pipeline.train_dataset(frames, batch_size=4, seed=3),
                   6)
-  shown = np.mean([(b["label"] == 1).any(axis=(1, 2)).mean() for b in without])
+  positive_share = np.mean(
+      [(b["label"] == 1).any(axis=(1, 2)).mean() for b in without])
   # Plain sampling shows the class in about 2 of 6 rows.
-  assert shown < 0.5
+  assert positive_share < 0.5
 
 
 def test_foreground_stream_resumes_at_step():

@@ -115,3 +115,36 @@ def test_mixture_trains_and_scores_each_source(shared_data_dir, tfds_data_dir,
   assert report["num_frames"] == 20
   assert "spleenex:b" in report["subjects"]
   assert "abdomen_us:b" in report["subjects"]
+
+
+def test_semi_with_sources_is_rejected(tmp_path):
+  config = mixture.get_config()
+  config.semi.enabled = True
+  config.data.name = "abdomen_us"
+  with pytest.raises(ValueError, match="does not support several data.sources"):
+    train.validate_config(config)
+
+
+def test_unknown_eval_source_is_rejected():
+  config = mixture.get_config()
+  config.eval.source = "spleenx"
+  with pytest.raises(ValueError, match="eval.source 'spleenx' is not one of"):
+    evaluate.load_source(config)
+
+
+def test_export_rejects_non_empty_output(shared_data_dir, tmp_path):
+  (tmp_path / "notes.txt").write_text("keep me")
+  with pytest.raises(FileExistsError, match="is not empty: choose a new"):
+    export_folder.export(shared_data_dir, tmp_path, "spleen",
+                         "per_frame_folders")
+  assert (tmp_path / "notes.txt").read_text() == "keep me"
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_export_command_exits_with_message(shared_data_dir, tmp_path,
+                                           capsys):
+  (tmp_path / "x").write_text("")
+  status = export_folder.main(["--manual_dir", str(shared_data_dir),
+                               "--output", str(tmp_path)])
+  assert status == 1
+  assert "is not empty" in capsys.readouterr().err

@@ -1,6 +1,6 @@
 """Self-supervised pretraining by masked, denoising reconstruction.
 
-The model sees an unlabelled frame with square patches blanked out and noise
+The model gets an unlabelled frame with square patches blanked out and noise
 added, and predicts the clean frame in its one output channel. Reaching the
 blanked anatomy from its surroundings trains the encoder and decoder on the
 texture and shapes of real ultrasound without any annotation; a segmentation
@@ -18,7 +18,7 @@ from spleen_jax.core import steps
 
 @dataclasses.dataclass(frozen=True)
 class MaskingConfig:
-  """How inputs are corrupted.
+  """Corruption settings of the model input.
 
   Attributes:
     patch_size: side of the square patches, in pixels of the model input.

@@ -9,7 +9,7 @@ supervised loss on the labelled batch. The unlabelled loss is ramped up from 0 s
 the teacher is not trusted before it has learned anything.
 
 Batches: the labelled batch is that of `steps.train_step`; the unlabelled
-batch holds `weak` and `strong`, both `[m, h, w, 1]` float32.
+batch contains `weak` and `strong`, both `[m, h, w, 1]` float32.
 """
 
 import dataclasses
@@ -111,7 +111,7 @@ def train_step(state: steps.TrainState, batch: dict[str, jax.Array],
                ) -> tuple[steps.TrainState, dict[str, jax.Array]]:
   """Runs one optimizer step on a labelled and an unlabelled batch.
 
-  The student sees both batches in one forward pass, so BatchNorm normalises
+  The student runs on both batches in one forward pass, so BatchNorm normalises
   them together. The teacher follows the updated student by EMA.
 
   Returns:

@@ -121,10 +121,10 @@ def foreground_crop(image: tf.Tensor, label: tf.Tensor, class_id: int,
                     ) -> tuple[tf.Tensor, tf.Tensor]:
   """Zooms into a window around a random pixel of `class_id`.
 
-  The window is `scale` times the frame's height and width, centred on a
-  pixel of the class drawn with `seed` and moved inside the frame where it
-  would cross an edge; it is resized back to the frame's size (bilinear for
-  the image, nearest for the labels). A frame without the class is returned
+  The window is `scale` times the frame's height and width. It is centred
+  on a pixel of the class drawn with `seed`, and moved inside the frame
+  where it would cross an edge. The window is then resized back to the
+  frame's size, bilinear for the image and nearest for the labels. A frame without the class is returned
   unchanged.
 
   Args:

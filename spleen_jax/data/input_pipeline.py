@@ -262,7 +262,7 @@ def allocate_rows(weights: dict[str, float], rows: int) -> dict[str, int]:
 
 @dataclasses.dataclass(frozen=True)
 class _RowGroup:
-  """Rows `[start, start + rows)` of each batch walk these frames in turn."""
+  """Batch rows `[start, start + rows)` and the frames they walk in turn."""
 
   frames: np.ndarray
   start: int
